@@ -1,0 +1,105 @@
+"""Atomic, validated file I/O shared by every layer: a run folder is the contract between them."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+
+class CorruptFileError(RuntimeError):
+    """A file on disk could not be read back; the message names it."""
+
+
+def atomic_write(path: str | os.PathLike, write_fn: Callable[[io.BufferedWriter], None]) -> Path:
+    """Write through a temp file in the same folder, fsync, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def atomic_write_yaml(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; a missing or malformed file raises one error naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as e:
+        raise CorruptFileError(f"{path}: not valid JSON ({e})") from e
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """Parse a YAML file with safe_load; malformed files raise one error naming them."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, yaml.YAMLError) as e:
+        raise CorruptFileError(f"{path}: not valid YAML ({e})") from e
+
+
+def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append one line; a crash can at worst leave a partial last line, which read_jsonl skips."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, default=_json_default) + "\n")
+        f.flush()
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a metrics log; only a torn *last* line (crash mid-append) is tolerated."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError as e:
+            if i == len(lines) - 1:
+                break
+            raise CorruptFileError(f"{path}: line {i + 1} is not valid JSON ({e})") from e
+    return out
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
