@@ -1,0 +1,58 @@
+"""Suites are data: which runs (in dependent stages), at which profile, and how their report is built.
+
+`run_suite.py` looks suites up here; each suite module registers one `Suite`."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from slurm.launcher import RunSpec
+
+# suite name -> module that defines SUITE
+SUITE_MODULES: dict[str, str] = {
+    "atari100k": "ablations.atari100k",
+    "ablation_ddpm_vs_edm": "ablations.ddpm_vs_edm",
+    "ablation_sampler": "ablations.sampler",
+    "ablation_nfe": "ablations.nfe",
+    "ablation_conditioning": "ablations.conditioning",
+}
+
+
+@dataclass(frozen=True)
+class SuiteOptions:
+    """What the user chose on the command line."""
+
+    profile: str = "paper"
+    out: Path = Path("runs")
+    games: tuple[str, ...] | None = None  # None = the suite's default games
+    seeds: int | None = None  # None = the suite's default number of seeds
+    overrides: tuple[str, ...] = ()
+    report_root: Path = Path("reports")
+
+    def suite_dir(self, suite: str) -> Path:
+        """runs/<suite>/<profile>/: profiles never share run folders."""
+        return self.out / suite / self.profile
+
+    def report_dir(self, suite: str) -> Path:
+        return self.report_root / suite
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    paper_artefact: str
+    stages: Callable[[SuiteOptions], list[list[RunSpec]]]  # in order; runs within a stage are independent
+    report: Callable[[SuiteOptions], tuple[Path, Path]]  # builds report.md + report.pdf from the run folders
+    default_games: tuple[str, ...] = field(default_factory=tuple)
+    default_seeds: int = 1
+
+
+def get_suite(name: str) -> Suite:
+    """The registered suite; an unknown name fails with the valid choices."""
+    if name not in SUITE_MODULES:
+        raise ValueError(f"unknown suite {name!r}; valid suites: {', '.join(SUITE_MODULES)}")
+    return importlib.import_module(SUITE_MODULES[name]).SUITE

@@ -1,0 +1,136 @@
+"""The three learners of Algorithm 1 (D_θ, R_ψ, (π, V)_ϕ), their optimisers and one update step each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from diamond.config import Config, OptimConfig
+from diamond.rl import lambda_returns, policy_loss, value_loss
+from diamond.world_model import WorldModel, build_world_model, imagine
+
+
+class Agent(nn.Module):
+    """Everything a run learns, in one module so that one state_dict checkpoints it."""
+
+    def __init__(self, world_model: WorldModel, reward_end: nn.Module, actor_critic: nn.Module) -> None:
+        super().__init__()
+        self.world_model, self.reward_end, self.actor_critic = world_model, reward_end, actor_critic
+
+
+def build_agent(cfg: Config, num_actions: int) -> Agent:
+    from diamond.nets.actor_critic import ActorCriticNet
+    from diamond.nets.reward_end import RewardEndNet
+
+    re, ac = cfg.reward_end, cfg.actor_critic
+    return Agent(
+        build_world_model(cfg, num_actions),
+        RewardEndNet(num_actions, channels=tuple(re.channels), depths=tuple(re.depths), cond_dim=re.cond_dim,
+                     lstm_dim=re.lstm_dim, bottleneck_attention=re.bottleneck_attention, img_size=cfg.env.size),
+        ActorCriticNet(num_actions, channels=tuple(ac.channels), depths=tuple(ac.depths), lstm_dim=ac.lstm_dim,
+                       img_size=cfg.env.size),
+    )
+
+
+def make_optimizer(module: nn.Module, ocfg: OptimConfig, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW with weight decay only on weights of linear/conv/LSTM layers (released code), not on norms/biases."""
+    decay, no_decay = [], []
+    for mod in module.modules():
+        for name, p in mod.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            is_weight = isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.LSTM, nn.LSTMCell)) and "weight" in name
+            (decay if is_weight else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": ocfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    kwargs: dict[str, Any] = {"fused": True} if fused else {}
+    return torch.optim.AdamW(groups, lr=ocfg.lr, eps=ocfg.eps, **kwargs)
+
+
+def warmup_schedule(opt: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the base learning rate, then constant (no decay, as released)."""
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / max(1, warmup_steps)))
+
+
+class Learner:
+    """Owns the optimisers and performs one gradient step of each learner on a batch."""
+
+    def __init__(self, agent: Agent, cfg: Config) -> None:
+        self.agent, self.cfg = agent, cfg
+        fused = cfg.perf.fused_adamw
+        parts = {
+            "denoiser": (agent.world_model, cfg.denoiser_optim),
+            "reward_end": (agent.reward_end, cfg.reward_end_optim),
+            "actor_critic": (agent.actor_critic, cfg.actor_critic_optim),
+        }
+        self.optimizers = {k: make_optimizer(m, o, fused) for k, (m, o) in parts.items()}
+        self.schedulers = {k: warmup_schedule(self.optimizers[k], o.warmup_steps) for k, (_, o) in parts.items()}
+        self.clip = {k: o.max_grad_norm for k, (_, o) in parts.items()}
+        self.modules = {k: m for k, (m, _) in parts.items()}
+        self.steps = {k: 0 for k in parts}
+        self.autocast = cfg.perf.bf16
+
+    def _step(self, name: str, loss: Tensor) -> float:
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.modules[name].parameters(), self.clip[name])
+        opt.step()
+        self.schedulers[name].step()
+        self.steps[name] += 1
+        return float(grad_norm)
+
+    def _amp(self, device: torch.device) -> Any:
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast)
+
+    def update_denoiser(self, obs: Tensor, act: Tensor, mask: Tensor) -> dict[str, float]:
+        """Eq. 5/7 on one batch of L + chain frames."""
+        self.agent.world_model.train()
+        with self._amp(obs.device):
+            loss = self.agent.world_model.loss(obs, act, mask)
+        return {"denoiser/loss": loss.item(), "denoiser/grad_norm": self._step("denoiser", loss)}
+
+    def update_reward_end(self, obs: Tensor, act: Tensor, rew: Tensor, end: Tensor, mask: Tensor) -> dict[str, float]:
+        """Cross-entropy on sign(r) (3 classes) and the end flag, over transitions whose two frames are real."""
+        self.agent.reward_end.train()
+        valid = mask[:, :-1] & mask[:, 1:]
+        with self._amp(obs.device):
+            rew_logits, end_logits, _ = self.agent.reward_end(obs[:, :-1], act[:, :-1], obs[:, 1:])
+        rew_target = (torch.sign(rew[:, :-1]) + 1).long()[valid]
+        end_target = end[:, :-1].long()[valid]
+        ce_rew = F.cross_entropy(rew_logits.float()[valid], rew_target)
+        ce_end = F.cross_entropy(end_logits.float()[valid], end_target)
+        loss = ce_rew + ce_end
+        return {"reward_end/loss_reward": ce_rew.item(), "reward_end/loss_end": ce_end.item(),
+                "reward_end/grad_norm": self._step("reward_end", loss)}
+
+    def update_actor_critic(self, obs: Tensor, act: Tensor) -> dict[str, float]:
+        """Imagine H steps from L real frames, then Eq. 14–16."""
+        t = self.cfg.training
+        self.agent.actor_critic.train()
+        self.agent.world_model.eval()
+        self.agent.reward_end.eval()
+        with self._amp(obs.device):
+            traj = imagine(self.agent.actor_critic, self.agent.world_model, self.agent.reward_end, obs, act, t.imagination_horizon)
+        values = traj.values.float()
+        returns = lambda_returns(traj.rewards, traj.ends, values.detach(), t.gamma, t.lambda_)
+        lv = value_loss(values, returns, traj.valid)
+        lp, entropy = policy_loss(traj.logits.float(), traj.actions, returns, values, traj.valid, t.entropy_weight)
+        grad_norm = self._step("actor_critic", lp + lv)
+        return {"actor_critic/loss_policy": lp.item(), "actor_critic/loss_value": lv.item(),
+                "actor_critic/entropy": entropy.item(), "actor_critic/grad_norm": grad_norm,
+                "imagination/reward_mean": traj.rewards.mean().item(), "imagination/end_rate": traj.ends.mean().item(),
+                "imagination/value_mean": values.mean().item()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+                "steps": dict(self.steps)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+            self.schedulers[k].load_state_dict(state["schedulers"][k])
+        self.steps = dict(state["steps"])

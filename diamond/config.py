@@ -1,0 +1,312 @@
+"""Plain-dataclass configuration: defaults are the paper's Tables 2–3 (the `paper` profile), other
+profiles are data (dotted overrides), and invalid combinations fail here, when the config is built."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from diamond.diffusion.paradigms import DDPMConfig, EDMConfig
+
+
+@dataclass
+class EnvConfig:
+    """Atari 100k protocol (Table 3)."""
+
+    game: str = "Breakout"
+    size: int = 64
+    frameskip: int = 4
+    noop_max: int = 30
+    max_episode_frames: int = 108_000
+    eval_max_episode_frames: int = 108_000
+
+
+@dataclass
+class DiffusionConfig:
+    """World-model axes the ablations vary: paradigm × sampler × NFE × history conditioning."""
+
+    paradigm: str = "edm"
+    sampler: str = "euler"
+    num_steps: int = 3
+    history: str = "frame_stack"
+    num_history: int = 4  # L
+    train_chain: int = 2  # released code chains 2 predictions per segment; the paper's Alg. 1 has 1
+    edm: EDMConfig = field(default_factory=EDMConfig)
+    ddpm: DDPMConfig = field(default_factory=DDPMConfig)
+
+
+@dataclass
+class DenoiserNetConfig:
+    channels: tuple[int, ...] = (64, 64, 64, 64)
+    depths: tuple[int, ...] = (2, 2, 2, 2)
+    cond_dim: int = 256
+    bottleneck_attention: bool = True
+
+
+@dataclass
+class RewardEndNetConfig:
+    channels: tuple[int, ...] = (32, 32, 32, 32)
+    depths: tuple[int, ...] = (2, 2, 2, 2)
+    cond_dim: int = 128
+    lstm_dim: int = 512
+    bottleneck_attention: bool = True
+
+
+@dataclass
+class ActorCriticNetConfig:
+    channels: tuple[int, ...] = (32, 32, 64, 64)
+    depths: tuple[int, ...] = (1, 1, 1, 1)
+    lstm_dim: int = 512
+
+
+@dataclass
+class OptimConfig:
+    """AdamW (Table 3) with the released code's linear warm-up and grad clipping."""
+
+    lr: float = 1e-4
+    eps: float = 1e-8
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    warmup_steps: int = 100
+
+
+@dataclass
+class TrainingConfig:
+    """Algorithm 1 schedule, following the released code where it adds to Table 3."""
+
+    epochs: int = 1000
+    total_env_steps: int = 100_000
+    collect_steps_per_epoch: int = 100
+    initial_collect_steps: int = 5_000
+    initial_collect_max_steps: int = 10_000
+    initial_min_reward_events: int = 10  # extend the uniform collection until this many non-zero rewards
+    epsilon: float = 0.01
+    recency_weights: tuple[float, ...] | None = (0.1, 0.1, 0.1, 0.7)
+    batch_size: int = 32
+    denoiser_steps: int = 400
+    reward_end_steps: int = 400
+    actor_critic_steps: int = 400
+    first_epoch_denoiser_steps: int = 10_000
+    first_epoch_reward_end_steps: int = 10_000
+    first_epoch_actor_critic_steps: int = 5_000
+    imagination_horizon: int = 15  # H
+    reward_end_seq_len: int = 19  # B_R + H transitions
+    burn_in: int = 4  # B_{π,V} = B_R = L in practice
+    gamma: float = 0.985
+    lambda_: float = 0.95
+    entropy_weight: float = 0.001
+    eval_episodes: int = 100
+    eval_every: int = 0  # epochs; 0 = only at the end
+    eval_epsilon: float = 0.0
+    eval_num_envs: int = 8
+
+
+@dataclass
+class PerfConfig:
+    """Fast-path switches; every one off is the plain reference path."""
+
+    device: str = "auto"
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    fused_adamw: bool = False
+    replay_on_device: bool = False
+
+
+@dataclass
+class Config:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    denoiser: DenoiserNetConfig = field(default_factory=DenoiserNetConfig)
+    reward_end: RewardEndNetConfig = field(default_factory=RewardEndNetConfig)
+    actor_critic: ActorCriticNetConfig = field(default_factory=ActorCriticNetConfig)
+    denoiser_optim: OptimConfig = field(default_factory=OptimConfig)
+    reward_end_optim: OptimConfig = field(default_factory=lambda: OptimConfig(max_grad_norm=100.0))
+    actor_critic_optim: OptimConfig = field(default_factory=lambda: OptimConfig(weight_decay=0.0, max_grad_norm=100.0))
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    perf: PerfConfig = field(default_factory=PerfConfig)
+    profile: str = "paper"
+    seed: int = 0
+
+
+# Profiles are data: dotted overrides on top of the paper defaults.
+PROFILES: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "small": {  # a GPU in minutes: paper networks, a short schedule
+        "training.epochs": 60,
+        "training.total_env_steps": 10_000,
+        "training.initial_collect_steps": 2_000,
+        "training.initial_collect_max_steps": 4_000,
+        "training.denoiser_steps": 200,
+        "training.reward_end_steps": 200,
+        "training.actor_critic_steps": 200,
+        "training.first_epoch_denoiser_steps": 2_000,
+        "training.first_epoch_reward_end_steps": 2_000,
+        "training.first_epoch_actor_critic_steps": 1_000,
+        "training.eval_episodes": 16,
+        "env.eval_max_episode_frames": 27_000,
+    },
+    "smoke": {  # a whole run on a 2-core CPU in about a minute: tiny networks, tiny schedule
+        "denoiser.channels": [8, 8, 8, 8],
+        "denoiser.depths": [1, 1, 1, 1],
+        "denoiser.cond_dim": 32,
+        "denoiser.bottleneck_attention": False,
+        "reward_end.channels": [8, 8, 8, 8],
+        "reward_end.depths": [1, 1, 1, 1],
+        "reward_end.cond_dim": 16,
+        "reward_end.lstm_dim": 32,
+        "reward_end.bottleneck_attention": False,
+        "actor_critic.channels": [8, 8, 8, 8],
+        "actor_critic.lstm_dim": 32,
+        "training.epochs": 3,
+        "training.total_env_steps": 500,
+        "training.initial_collect_steps": 300,
+        "training.initial_collect_max_steps": 500,
+        "training.initial_min_reward_events": 1,
+        "training.batch_size": 4,
+        "training.denoiser_steps": 6,
+        "training.reward_end_steps": 6,
+        "training.actor_critic_steps": 3,
+        "training.first_epoch_denoiser_steps": 10,
+        "training.first_epoch_reward_end_steps": 10,
+        "training.first_epoch_actor_critic_steps": 4,
+        "training.imagination_horizon": 5,
+        "training.reward_end_seq_len": 9,
+        "training.eval_episodes": 2,
+        "training.eval_num_envs": 2,
+        "env.max_episode_frames": 8_000,
+        "env.eval_max_episode_frames": 4_000,
+        "perf.device": "cpu",
+    },
+}
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value or combination."""
+
+
+def build_config(profile: str = "paper", overrides: list[str] | dict[str, Any] | None = None, **top: Any) -> Config:
+    """Profile defaults, then overrides (`a.b=c` strings or a dict), then validation."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    cfg = Config(profile=profile)
+    set_dotted(cfg, PROFILES[profile])
+    if overrides:
+        set_dotted(cfg, parse_overrides(overrides) if isinstance(overrides, list) else overrides)
+    set_dotted(cfg, {k: v for k, v in top.items() if v is not None})
+    validate(cfg)
+    return cfg
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`a.b=c` strings → {"a.b": value}, values parsed as YAML scalars/lists (safe_load)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form section.field=value")
+        out[key.strip()] = yaml.safe_load(raw)
+    return out
+
+
+def set_dotted(cfg: Any, values: dict[str, Any]) -> None:
+    """Set dotted fields, coercing to the declared field's type; unknown keys fail with the valid ones."""
+    for key, value in values.items():
+        obj, parts = cfg, key.split(".")
+        for i, part in enumerate(parts):
+            names = [f.name for f in dataclasses.fields(obj)]
+            if part not in names:
+                where = ".".join(parts[:i]) or "config"
+                raise ConfigError(f"unknown config key {key!r}: {where} has fields {', '.join(names)}")
+            if i == len(parts) - 1:
+                setattr(obj, part, _coerce(getattr(obj, part), value, key))
+            else:
+                obj = getattr(obj, part)
+                if not dataclasses.is_dataclass(obj):
+                    raise ConfigError(f"config key {key!r}: {'.'.join(parts[: i + 1])} is not a section")
+
+
+def _coerce(current: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(current):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r} is a section; give a mapping or set its fields")
+        set_dotted(current, value)
+        return current
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(current, bool) or current is None or value is None:
+        return value
+    if isinstance(current, float) and isinstance(value, int):
+        return float(value)
+    if isinstance(current, (int, float, str)) and not isinstance(value, type(current)):
+        raise ConfigError(f"config key {key!r} expects {type(current).__name__}, got {value!r}")
+    return value
+
+
+def validate(cfg: Config) -> None:
+    """Fail at build time, in one sentence, on values or combinations that cannot run."""
+    from diamond.diffusion.paradigms import PARADIGMS
+    from diamond.diffusion.samplers import SAMPLERS
+    from diamond.nets.history import HISTORY_CONDITIONINGS
+
+    d, t = cfg.diffusion, cfg.training
+    if d.paradigm not in PARADIGMS:
+        raise ConfigError(f"unknown diffusion.paradigm {d.paradigm!r}; valid: {', '.join(PARADIGMS)}")
+    if d.sampler not in SAMPLERS:
+        raise ConfigError(f"unknown diffusion.sampler {d.sampler!r}; valid: {', '.join(SAMPLERS)}")
+    supported = PARADIGMS[d.paradigm].supported_samplers
+    if d.sampler not in supported:
+        raise ConfigError(
+            f"sampler {d.sampler!r} does not apply to paradigm {d.paradigm!r}; use one of {', '.join(supported)}"
+        )
+    if d.num_steps < 1:
+        raise ConfigError(f"diffusion.num_steps (NFE driver) must be >= 1, got {d.num_steps}")
+    if d.history not in HISTORY_CONDITIONINGS:
+        raise ConfigError(f"unknown diffusion.history {d.history!r}; valid: {', '.join(HISTORY_CONDITIONINGS)}")
+    if d.num_history < 1 or d.train_chain < 1:
+        raise ConfigError("diffusion.num_history (L) and diffusion.train_chain must be >= 1")
+    if t.burn_in != d.num_history:
+        raise ConfigError(
+            f"training.burn_in ({t.burn_in}) must equal diffusion.num_history L ({d.num_history}): "
+            "imagination starts from L real frames that also burn in the LSTMs"
+        )
+    if t.reward_end_seq_len <= t.burn_in:
+        raise ConfigError("training.reward_end_seq_len (B_R + H) must exceed training.burn_in (B_R)")
+    if not 0.0 <= t.epsilon <= 1.0 or not 0.0 <= t.eval_epsilon <= 1.0:
+        raise ConfigError("training.epsilon and training.eval_epsilon must lie in [0, 1]")
+    if t.initial_collect_steps > t.total_env_steps:
+        raise ConfigError("training.initial_collect_steps exceeds training.total_env_steps")
+    if t.recency_weights is not None and (len(t.recency_weights) < 1 or min(t.recency_weights) < 0):
+        raise ConfigError("training.recency_weights must be non-negative group weights, or null for uniform")
+    if cfg.perf.device not in ("auto", "cpu", "cuda") and not cfg.perf.device.startswith("cuda:"):
+        raise ConfigError(f"perf.device must be auto, cpu, cuda or cuda:N, got {cfg.perf.device!r}")
+    from diamond.envs import validate_game
+
+    validate_game(cfg.env.game)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) for config.yaml."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild and validate a Config from a config.yaml mapping."""
+    if not isinstance(data, dict):
+        raise ConfigError("a config file must hold a mapping")
+    cfg = Config()
+    set_dotted(cfg, data)
+    validate(cfg)
+    return cfg
+
+
+def config_hash(cfg: Config) -> str:
+    """Stable short hash of everything that changes results (device/perf excluded)."""
+    d = to_dict(cfg)
+    d.pop("perf", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

@@ -1,0 +1,249 @@
+"""Algorithm 1 as a resumable run: collect → update D_θ → update R_ψ → update (π, V) in imagination,
+checkpoint every epoch, evaluate at the end, write result.json last (atomically)."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from diamond.agent import Agent, Learner, build_agent
+from diamond.config import Config, config_hash, to_dict
+from diamond.data import ReplayBuffer, sample_segments, to_float
+from diamond.envs import EnvBatch, make_env, num_actions
+from diamond.io import CorruptFileError, append_jsonl, atomic_write, atomic_write_json, atomic_write_yaml, read_json
+
+EpochHook = Callable[[int, "Trainer"], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """One run folder: config.yaml, metrics.jsonl, checkpoints/last.pt, replay/, result.json."""
+
+    def __init__(self, cfg: Config, run_dir: str | Path, epoch_hook: EpochHook | None = None) -> None:
+        self.cfg, self.run_dir, self.epoch_hook = cfg, Path(run_dir), epoch_hook
+        self.device = resolve_device(cfg.perf.device)
+        self.ckpt_path = self.run_dir / "checkpoints" / "last.pt"
+        self.result_path = self.run_dir / "result.json"
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.num_actions = num_actions(cfg.env.game)
+        self.agent: Agent = build_agent(cfg, self.num_actions).to(self.device)
+        self.learner = Learner(self.agent, cfg)
+        self.replay = ReplayBuffer(self.run_dir / "replay")
+        self.epoch = 0  # completed epochs
+        self.wall_time = 0.0
+        self.env = make_env(cfg.env.game, train=True, seed=cfg.seed, size=cfg.env.size, frameskip=cfg.env.frameskip,
+                            noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames)
+        self._obs: np.ndarray | None = None  # current real observation; None = start a new episode
+        self._ac_state: Any = None
+
+    # ------------------------------------------------------------------ persistence
+    def save_checkpoint(self) -> None:
+        """Replay first (incremental episode files), then the checkpoint naming its size: resume truncates to it."""
+        self.replay.save()
+        state = {
+            "epoch": self.epoch,
+            "agent": self.agent.state_dict(),
+            "learner": self.learner.state_dict(),
+            "replay_steps": self.replay.num_steps,
+            "wall_time": self.wall_time,
+            "rng": {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state},
+            "config_hash": config_hash(self.cfg),
+        }
+        if torch.cuda.is_available():
+            state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write(self.ckpt_path, lambda f: f.write(buf.getvalue()))
+
+    def load_checkpoint(self) -> bool:
+        if not self.ckpt_path.exists():
+            return False
+        try:
+            state = torch.load(self.ckpt_path, map_location=self.device, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+            raise CorruptFileError(f"{self.ckpt_path}: cannot load checkpoint ({e})") from e
+        if state.get("config_hash") != config_hash(self.cfg):
+            raise CorruptFileError(f"{self.ckpt_path}: checkpoint was written by a different config; use a new --out")
+        self.agent.load_state_dict(state["agent"])
+        self.learner.load_state_dict(state["learner"])
+        self.epoch, self.wall_time = int(state["epoch"]), float(state["wall_time"])
+        self.replay = ReplayBuffer.load(self.run_dir / "replay")
+        self.replay.truncate(int(state["replay_steps"]))
+        self.replay.close_open_episode()  # the emulator mid-episode is not checkpointed: a resumed run starts a fresh episode
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        self.rng.bit_generator.state = rng["numpy"]
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        return True
+
+    # ------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def _policy_action(self, obs: np.ndarray, epsilon: float) -> int:
+        x = to_float(torch.from_numpy(obs).to(self.device)[None])
+        logits, _, self._ac_state = self.agent.actor_critic(x, self._ac_state)
+        if self.rng.random() < epsilon:
+            return int(self.rng.integers(self.num_actions))
+        probs = torch.softmax(logits[0].float(), -1).cpu().numpy().astype(np.float64)
+        return int(self.rng.choice(self.num_actions, p=probs / probs.sum()))
+
+    def collect(self, steps: int, uniform: bool, desc: str) -> dict[str, float]:
+        """Play `steps` real transitions into the replay (Alg. 1 collect_experience); episodes span epochs."""
+        self.agent.actor_critic.eval()
+        returns, rewards_seen = [], 0
+        for _ in tqdm(range(steps), desc=desc, leave=False, dynamic_ncols=True):
+            if self._obs is None:
+                self._obs, _ = self.env.reset()  # seeded once in make_env; after a life loss the game continues
+                self._ac_state, self._ep_return = None, 0.0
+                self.replay.start_episode(self._obs)
+            if uniform:
+                action = int(self.rng.integers(self.num_actions))
+            else:
+                action = self._policy_action(self._obs, self.cfg.training.epsilon)
+            obs, rew, term, trunc, _ = self.env.step(action)
+            self.replay.add_step(action, float(rew), bool(term), bool(trunc), obs)
+            rewards_seen += int(rew != 0)
+            self._ep_return += float(rew)
+            self._obs = obs
+            if term or trunc:
+                returns.append(self._ep_return)
+                self._obs = None
+        out = {"collect/steps": steps, "collect/reward_events": rewards_seen}
+        if returns:
+            out["collect/episode_return"] = float(np.mean(returns))
+        return out
+
+    def initial_collection(self) -> dict[str, float]:
+        """Uniform policy for initial_collect_steps, extended by 100-step chunks until enough reward events."""
+        t = self.cfg.training
+        info = self.collect(t.initial_collect_steps, uniform=True, desc="initial collection")
+        events = info["collect/reward_events"]
+        while events < t.initial_min_reward_events and self.replay.num_steps + 100 <= t.initial_collect_max_steps:
+            events += self.collect(100, uniform=True, desc="extending collection")["collect/reward_events"]
+        return {"collect/steps": self.replay.num_steps, "collect/reward_events": events}
+
+    # ------------------------------------------------------------------ learning
+    def _segments(self, seq_len: int, pad: str) -> Any:
+        seg = sample_segments(self.replay, self.cfg.training.batch_size, seq_len, self.rng, pad=pad,
+                              recency_weights=self.cfg.training.recency_weights).to_torch(self.device)
+        obs = to_float(seg.obs) * seg.mask[:, :, None, None, None]
+        return obs, seg
+
+    def train_phase(self, name: str, steps: int) -> dict[str, float]:
+        t, d = self.cfg.training, self.cfg.diffusion
+        logs: list[dict[str, float]] = []
+        for _ in tqdm(range(steps), desc=f"epoch {self.epoch + 1} {name}", leave=False, dynamic_ncols=True):
+            if name == "denoiser":
+                obs, seg = self._segments(d.num_history + d.train_chain, "left")
+                logs.append(self.learner.update_denoiser(obs, seg.act, seg.mask))
+            elif name == "reward_end":
+                obs, seg = self._segments(t.reward_end_seq_len + 1, "both")
+                logs.append(self.learner.update_reward_end(obs, seg.act, seg.rew, seg.end, seg.mask))
+            else:
+                obs, seg = self._segments(t.burn_in, "left")
+                logs.append(self.learner.update_actor_critic(obs, seg.act))
+        return {k: float(np.mean([l[k] for l in logs])) for k in logs[0]} if logs else {}
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, episodes: int) -> list[float]:
+        """Full test games (no life-loss termination, raw rewards), sampled policy at eval_epsilon.
+
+        Each env plays a fixed quota of episodes decided up front, so short episodes are not over-represented."""
+        t, e = self.cfg.training, self.cfg.env
+        n_envs = max(1, min(t.eval_num_envs, episodes))
+        quota = [episodes // n_envs + (i < episodes % n_envs) for i in range(n_envs)]
+        envs = EnvBatch([make_env(e.game, train=False, seed=self.cfg.seed + 10_000 + i, size=e.size, frameskip=e.frameskip,
+                                  noop_max=e.noop_max, max_episode_frames=e.eval_max_episode_frames) for i in range(n_envs)])
+        ac = self.agent.actor_critic.eval()
+        obs = envs.reset()
+        state, running = None, np.zeros(n_envs)
+        returns: list[float] = []
+        done_count = [0] * n_envs
+        bar = tqdm(total=episodes, desc="evaluation", leave=False, dynamic_ncols=True)
+        while len(returns) < episodes:
+            logits, _, state = ac(to_float(torch.from_numpy(obs).to(self.device)), state)
+            probs = torch.softmax(logits.float(), -1).cpu().numpy().astype(np.float64)
+            actions = np.array([self.rng.choice(self.num_actions, p=p / p.sum()) for p in probs])
+            explore = self.rng.random(n_envs) < t.eval_epsilon
+            actions[explore] = self.rng.integers(self.num_actions, size=int(explore.sum()))
+            obs, rew, term, trunc, _ = envs.step(actions)
+            running += rew
+            for i in np.flatnonzero(term | trunc):
+                if done_count[i] < quota[i]:
+                    returns.append(float(running[i]))
+                    done_count[i] += 1
+                    bar.update(1)
+                running[i] = 0.0
+                state = tuple(s.clone().index_fill_(0, torch.tensor([int(i)], device=s.device), 0.0) for s in state)
+        bar.close()
+        envs.close()
+        return returns
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict[str, Any]:
+        if self.result_path.exists():
+            print(f"{self.run_dir}: already finished (result.json present); nothing to do")
+            return read_json(self.result_path)
+        atomic_write_yaml(self.run_dir / "config.yaml", to_dict(self.cfg))
+        resumed = self.load_checkpoint()
+        if resumed:
+            print(f"{self.run_dir}: resuming after epoch {self.epoch} ({self.replay.num_steps} env steps in replay)")
+        t = self.cfg.training
+        while self.epoch < t.epochs:
+            start = time.perf_counter()
+            first = self.epoch == 0
+            if first:
+                metrics = self.initial_collection()
+            elif self.replay.num_steps < t.total_env_steps:
+                steps = min(t.collect_steps_per_epoch, t.total_env_steps - self.replay.num_steps)
+                metrics = self.collect(steps, uniform=False, desc=f"epoch {self.epoch + 1} collect")
+            else:
+                metrics = {}
+            for name, n, n_first in (("denoiser", t.denoiser_steps, t.first_epoch_denoiser_steps),
+                                     ("reward_end", t.reward_end_steps, t.first_epoch_reward_end_steps),
+                                     ("actor_critic", t.actor_critic_steps, t.first_epoch_actor_critic_steps)):
+                metrics.update(self.train_phase(name, n_first if first else n))
+            self.epoch += 1
+            if t.eval_every and self.epoch % t.eval_every == 0 and self.epoch < t.epochs:
+                metrics["eval/return"] = float(np.mean(self.evaluate(max(1, t.eval_episodes // 10))))
+            elapsed = time.perf_counter() - start
+            self.wall_time += elapsed
+            metrics.update({"epoch": self.epoch, "env_steps": self.replay.num_steps, "epoch_time_s": elapsed,
+                            "wall_time_s": self.wall_time})
+            append_jsonl(self.run_dir / "metrics.jsonl", metrics)
+            self.save_checkpoint()
+            if self.epoch_hook is not None:
+                self.epoch_hook(self.epoch, self)
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        start = time.perf_counter()
+        returns = self.evaluate(self.cfg.training.eval_episodes)
+        self.wall_time += time.perf_counter() - start
+        from evaluation.atari import GAMES, human_normalized_score
+
+        mean = float(np.mean(returns))
+        result = {
+            "game": self.cfg.env.game, "seed": self.cfg.seed, "profile": self.cfg.profile,
+            "config_hash": config_hash(self.cfg), "episode_returns": returns, "mean_return": mean, "score": mean,
+            "hns": float(human_normalized_score(self.cfg.env.game, mean)) if self.cfg.env.game in GAMES else None,
+            "num_episodes": len(returns),
+            "env_steps": self.replay.num_steps, "epochs": self.epoch, "wall_time_s": self.wall_time,
+            "device": str(self.device), "nfe": self.agent.world_model.nfe,
+        }
+        append_jsonl(self.run_dir / "metrics.jsonl", {"epoch": self.epoch, "eval/return": mean, "final": True})
+        atomic_write_json(self.result_path, result)
+        return result
