@@ -46,6 +46,7 @@ class DenoiserNetConfig:
     depths: tuple[int, ...] = (2, 2, 2, 2)
     cond_dim: int = 256
     bottleneck_attention: bool = True
+    history_kwargs: dict = field(default_factory=dict)  # extra arguments of the history module, e.g. encoder_channels
 
 
 @dataclass

@@ -96,6 +96,7 @@ def build_world_model(cfg: Any, num_actions: int) -> WorldModel:
         cond_dim=cfg.denoiser.cond_dim,
         bottleneck_attention=cfg.denoiser.bottleneck_attention,
         sigma_data=getattr(d, d.paradigm).sigma_data,
+        history_kwargs=dict(cfg.denoiser.history_kwargs),
     )
     return WorldModel(net, paradigm, d.sampler, d.num_steps, d.num_history, d.train_chain)
 
