@@ -1,0 +1,293 @@
+"""Run entry: train a diffusion world model (the denoiser D_θ only) on a static dataset, then evaluate it.
+
+§5.1 compares EDM and DDPM world models with the same network on the same static data; nothing
+else of Algorithm 1 is involved. The last episodes (~10 % of the steps) are held out: the test loss is
+tracked on them and the evaluation protocol (evaluation/wm_protocol.py) rolls out from them.
+
+Run folder: config.yaml, metrics.jsonl (train loss, test loss), checkpoints/last.pt (model,
+optimizer, scheduler, step, RNG states; written atomically every `checkpoint_every` steps, resumed
+from), rollout_errors.csv, rollout_frames.npz, result.json (last).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from diamond.agent import make_optimizer, warmup_schedule
+from diamond.config import Config, ConfigError, build_config, config_hash, from_dict, to_dict
+from diamond.data import ReplayBuffer, sample_segments, to_float
+from diamond.envs import num_actions
+from diamond.io import (CorruptFileError, append_jsonl, atomic_write, atomic_write_json, atomic_write_text,
+                        atomic_write_yaml, read_json, read_jsonl, read_yaml)
+from diamond.trainer import resolve_device
+from diamond.world_model import WorldModel, build_world_model
+from evaluation.wm_protocol import (clip_metrics, error_table_times, load_feature_networks, num_parameters,
+                                     rollout_vs_real)
+
+StepHook = Callable[[int], None]
+TEST_SEGMENT_SEED = 12345  # fixed test batches and noise: test losses are comparable across steps and runs
+TEST_BATCHES = 4  # held-out batches per test-loss evaluation
+ERRORS_FILE, FRAMES_FILE = "rollout_errors.csv", "rollout_frames.npz"
+
+
+@dataclass(frozen=True)
+class ProtocolSettings:
+    """What the evaluation after training measures (kwargs of the run, so plain JSON values)."""
+
+    horizon: int = 1000
+    num_steps: tuple[int, ...] = (1, 2, 3, 5, 10)
+    rollouts: int = 8
+    grid_times: tuple[int, ...] | None = None  # None: evaluation.wm_protocol.default_grid_times
+    clips: int = 64
+    clip_context: int = 6
+    clip_len: int = 16
+    feature_networks: bool = True
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> ProtocolSettings:
+        values = dict(values or {})
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"unknown protocol setting(s) {unknown}; valid: {', '.join(names)}")
+        for key in ("num_steps", "grid_times"):
+            if values.get(key) is not None:
+                values[key] = tuple(int(v) for v in values[key])
+        settings = cls(**values)
+        if settings.horizon < 1 or settings.rollouts < 1 or not settings.num_steps or min(settings.num_steps) < 1:
+            raise ValueError(f"protocol needs horizon >= 1, rollouts >= 1 and every n >= 1; got {settings}")
+        return settings
+
+
+def split_episodes(buffer: ReplayBuffer, test_fraction: float) -> tuple[ReplayBuffer, list[Any]]:
+    """Train replay and held-out test episodes: the fewest last episodes holding >= test_fraction of the steps.
+
+    Counted in steps, not episodes: life-loss episodes range from tens to thousands of steps, and the
+    last one is usually cut short by the collection budget, so "the last 10 % of episodes" of a small
+    dataset can be a 25-step stub too short for any rollout."""
+    n = buffer.num_episodes
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
+    if n < 2:
+        raise ValueError(f"a train/test split needs at least 2 episodes, the dataset has {n}; collect more frames.")
+    steps_from_end = np.cumsum([ep.num_steps for ep in reversed(buffer.episodes)])
+    n_test = min(n - 1, int(np.searchsorted(steps_from_end, test_fraction * buffer.num_steps)) + 1)
+    train = ReplayBuffer()
+    for ep in buffer.episodes[: n - n_test]:
+        train.add_episode(ep)
+    return train, list(buffer.episodes[n - n_test :])
+
+
+def load_dataset(directory: str | Path) -> tuple[ReplayBuffer, dict[str, Any]]:
+    """The episodes and summary.json of a complete static dataset (summary.json is written last)."""
+    summary_path = Path(directory) / "summary.json"
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"{summary_path} is missing: {directory} is not a complete static dataset "
+                                "(collect it with ablations.static_data first).")
+    return ReplayBuffer.load(directory), read_json(summary_path)
+
+
+class StaticTrainer:
+    """Denoiser-only training on fixed data, checkpointed and resumable."""
+
+    def __init__(self, cfg: Config, run_dir: Path, train: ReplayBuffer, test: list[Any], n_actions: int) -> None:
+        self.cfg, self.run_dir, self.train_buf = cfg, run_dir, train
+        self.device = resolve_device(cfg.perf.device)
+        self.ckpt_path = run_dir / "checkpoints" / "last.pt"
+        self.metrics_path = run_dir / "metrics.jsonl"
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.model: WorldModel = build_world_model(cfg, n_actions).to(self.device)
+        self.opt = make_optimizer(self.model, cfg.denoiser_optim, cfg.perf.fused_adamw)
+        self.sched = warmup_schedule(self.opt, cfg.denoiser_optim.warmup_steps)
+        self.step, self.train_time = 0, 0.0
+        seq_len = cfg.diffusion.num_history + cfg.diffusion.train_chain
+        test_buf = ReplayBuffer()
+        for ep in test:
+            test_buf.add_episode(ep)
+        test_rng = np.random.default_rng(TEST_SEGMENT_SEED)
+        self.test_batches = [sample_segments(test_buf, cfg.training.batch_size, seq_len, test_rng, pad="left",
+                                             recency_weights=None) for _ in range(TEST_BATCHES)]
+
+    def _loss(self, seg: Any) -> torch.Tensor:
+        seg = seg.to_torch(self.device)
+        obs = to_float(seg.obs) * seg.mask[:, :, None, None, None]  # padded frames are 0, as in training
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.perf.bf16):
+            return self.model.loss(obs, seg.act, seg.mask)
+
+    def train_step(self) -> float:
+        """Eq. 5 (EDM: Eq. 7; DDPM: ε-prediction) on one uniformly sampled batch."""
+        self.model.train()
+        d = self.cfg.diffusion
+        seg = sample_segments(self.train_buf, self.cfg.training.batch_size, d.num_history + d.train_chain, self.rng,
+                              pad="left", recency_weights=None)
+        loss = self._loss(seg)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.denoiser_optim.max_grad_norm)
+        self.opt.step()
+        self.sched.step()
+        self.step += 1
+        return loss.item()
+
+    @torch.no_grad()
+    def test_loss(self) -> float:
+        """Mean loss on the fixed held-out batches, with fixed noise; the training RNG streams are untouched."""
+        self.model.eval()
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(TEST_SEGMENT_SEED)
+            return float(np.mean([self._loss(seg).item() for seg in self.test_batches]))
+
+    def save(self) -> None:
+        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                 "scheduler": self.sched.state_dict(), "train_time": self.train_time, "rng": rng,
+                 "config_hash": config_hash(self.cfg)}
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write(self.ckpt_path, lambda f: f.write(buf.getvalue()))
+
+    def resume(self) -> bool:
+        """Load checkpoints/last.pt if any, and drop metric lines logged after it (they will be redone)."""
+        if not self.ckpt_path.is_file():
+            return False
+        try:
+            state = torch.load(self.ckpt_path, map_location=self.device, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+            raise CorruptFileError(f"{self.ckpt_path}: cannot load checkpoint ({e})") from e
+        if state.get("config_hash") != config_hash(self.cfg):
+            raise CorruptFileError(f"{self.ckpt_path}: written by a different config; use another run folder.")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.step, self.train_time = int(state["step"]), float(state["train_time"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        self.rng.bit_generator.state = state["rng"]["numpy"]
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        if self.metrics_path.is_file():
+            kept = [r for r in read_jsonl(self.metrics_path) if r["step"] <= self.step]
+            atomic_write_text(self.metrics_path, "".join(f"{json.dumps(r)}\n" for r in kept))
+        return True
+
+    def fit(self, train_steps: int, checkpoint_every: int, test_every: int, log_every: int,
+            step_hook: StepHook | None) -> None:
+        """Train to `train_steps`, logging and checkpointing on the step grid (so a resume is exact)."""
+        losses: list[float] = []
+        with tqdm(total=train_steps, initial=self.step, desc="denoiser", unit="step", dynamic_ncols=True) as bar:
+            while self.step < train_steps:
+                start = time.perf_counter()
+                losses.append(self.train_step())
+                self.train_time += time.perf_counter() - start
+                bar.update(1)
+                last = self.step == train_steps
+                ckpt = last or self.step % checkpoint_every == 0
+                if ckpt or self.step % log_every == 0:
+                    record = {"step": self.step, "train/loss": float(np.mean(losses)),
+                              "lr": self.sched.get_last_lr()[0], "train_time_s": self.train_time}
+                    if last or self.step % test_every == 0:
+                        record["test/loss"] = self.test_loss()
+                    append_jsonl(self.metrics_path, record)
+                    bar.set_postfix(loss=f"{record['train/loss']:.4f}")
+                    losses = []
+                if ckpt:
+                    self.save()
+                if step_hook is not None:
+                    step_hook(self.step)
+
+
+def _resolved_config(run_dir: Path, profile: str, overrides: Sequence[str], seed: int, game: str) -> Config:
+    """The run's config; resuming with different arguments fails instead of mixing two configs."""
+    cfg = build_config(profile, list(overrides), seed=seed, **{"env.game": game})
+    config_file = run_dir / "config.yaml"
+    if config_file.is_file() and from_dict(read_yaml(config_file)) != cfg:
+        raise ConfigError(f"{config_file} holds a different config than requested; resume with the same "
+                          "arguments or use another run folder.")
+    atomic_write_yaml(config_file, to_dict(cfg))
+    return cfg
+
+
+def evaluate(model: WorldModel, test: list[Any], settings: ProtocolSettings, run_dir: Path) -> dict[str, Any]:
+    """The reusable protocol on the held-out episodes; per-step errors and grid frames go to files."""
+    device = next(model.parameters()).device
+    nets = {k: v.to(device) if isinstance(v, torch.nn.Module) else v
+            for k, v in load_feature_networks(settings.feature_networks).items()}
+    lpips_net = nets["lpips"] if isinstance(nets["lpips"], torch.nn.Module) else None
+    errors, frames = rollout_vs_real(model, test, starts=settings.rollouts, horizon=settings.horizon,
+                                     num_steps_list=settings.num_steps, keep_times=settings.grid_times,
+                                     lpips_net=lpips_net, seed=settings.seed)
+    atomic_write_text(run_dir / ERRORS_FILE, errors.to_csv(index=False))
+    atomic_write(run_dir / FRAMES_FILE, lambda f: np.savez_compressed(f, **frames))
+    horizon = int(errors["step"].max())
+    at = errors[errors["step"].isin(error_table_times(horizon))]
+    error_at = {s: {str(int(r.step)): {"mse": r.mse, "psnr": r.psnr} for r in rows.itertuples()}
+                for s, rows in at.groupby("setting", sort=False)}
+    clips = {f"n={n}": clip_metrics(model, test, num_clips=settings.clips, context=settings.clip_context,
+                                    clip_len=settings.clip_len, num_steps=n, extractors=nets, seed=settings.seed)
+             for n in settings.num_steps}
+    return {"rollouts": {"horizon": horizon, "horizon_requested": settings.horizon,
+                         "horizon_capped": horizon < settings.horizon, "num_rollouts": len(frames["starts"]),
+                         "errors_file": ERRORS_FILE, "frames_file": FRAMES_FILE, "error_at": error_at},
+            "clips": clips}
+
+
+def run(run_dir: str | Path, dataset_dir: str | Path, profile: str = "paper", overrides: Sequence[str] = (),
+        train_steps: int = 120_000, protocol: dict[str, Any] | None = None, seed: int = 0,
+        checkpoint_every: int = 1000, test_every: int = 1000, log_every: int = 100, test_fraction: float = 0.1,
+        step_hook: StepHook | None = None) -> dict[str, Any]:
+    """Train (or resume) the denoiser on `dataset_dir`, evaluate it, write result.json; the launcher's entry.
+
+    `protocol` holds ProtocolSettings fields; `step_hook(step)` runs after every step (tests interrupt there)."""
+    run_dir = Path(run_dir)
+    result_path = run_dir / "result.json"
+    if result_path.is_file():
+        return read_json(result_path)
+    settings = ProtocolSettings.from_dict(protocol)
+    for name, value in {"train_steps": train_steps, "checkpoint_every": checkpoint_every,
+                        "test_every": test_every, "log_every": log_every}.items():
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}.")
+    buffer, summary = load_dataset(dataset_dir)
+    cfg = _resolved_config(run_dir, profile, overrides, seed, summary["game"])
+    n_actions = num_actions(summary["game"])
+    top = max(int(ep.act.max(initial=0)) for ep in buffer.episodes)
+    if top >= n_actions:
+        raise ValueError(f"{dataset_dir} holds action {top} but {summary['game']} has {n_actions} actions.")
+    train, test = split_episodes(buffer, test_fraction)
+    trainer = StaticTrainer(cfg, run_dir, train, test, n_actions)
+    if trainer.resume():
+        print(f"{run_dir}: resuming at step {trainer.step} of {train_steps}")
+    trainer.fit(train_steps, checkpoint_every, test_every, log_every, step_hook)
+    start = time.perf_counter()
+    evaluation = evaluate(trainer.model, test, settings, run_dir)
+    eval_time = time.perf_counter() - start
+    last = read_jsonl(trainer.metrics_path)[-1]
+    result = {
+        "game": summary["game"], "paradigm": cfg.diffusion.paradigm, "sampler": cfg.diffusion.sampler,
+        "num_steps_list": list(settings.num_steps), "profile": profile, "seed": seed,
+        "config_hash": config_hash(cfg), "train_steps": trainer.step, "batch_size": cfg.training.batch_size,
+        "train_loss": last["train/loss"], "test_loss": last.get("test/loss"),
+        "num_parameters": num_parameters(trainer.model),
+        "dataset": {"dir": str(dataset_dir), "num_steps": buffer.num_steps, "num_episodes": buffer.num_episodes,
+                    "train_episodes": train.num_episodes, "test_episodes": len(test),
+                    "test_steps": sum(ep.num_steps for ep in test),
+                    "expert_mean_return": summary.get("expert_mean_return"),
+                    "random_mean_return": summary.get("random_mean_return")},
+        **evaluation,
+        "train_time_s": trainer.train_time, "eval_time_s": eval_time, "device": str(trainer.device),
+    }
+    atomic_write_json(result_path, result)
+    return result
