@@ -1,0 +1,214 @@
+#!/usr/bin/env python
+"""Run one suite of the DIAMOND reproduction end to end: its runs (stage by stage), then its report.
+
+A suite (ablations/<suite>.py) lists its runs in stages; each stage is one launch through slurm/launcher.py,
+which skips finished runs and resumes partial ones, so the same command can be repeated until everything is
+done. A run depends on an earlier run when a path in its arguments lies inside that run's folder; such a run
+is not started while its input is unfinished, and is reported as blocked.
+Exit status: 0 all runs done and the report written, 1 a run failed or was blocked or the report could not
+be built, 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator, NoReturn
+
+from ablations.registry import SUITE_MODULES, Suite, SuiteOptions, get_suite
+from diamond.config import PROFILES
+from diamond.io import CorruptFileError
+from evaluation.atari import check_game
+from slurm.executors import EXECUTOR_KINDS, resolve_kind
+from slurm.launcher import ClusterConfig, RunSpec, dry_run_table, launch, load_cluster_config, run_status
+
+REPO = Path(__file__).resolve().parent
+DEFAULT_CLUSTER = REPO / "slurm" / "cluster.yaml"
+
+EXAMPLES = f"""\
+suites: {', '.join(SUITE_MODULES)}
+
+examples:
+  # what would run, and its projected GPU-hours (submits nothing)
+  python run_suite.py --suite atari100k --dry-run
+  # a one-minute CPU check of the whole pipeline on two games, one seed each
+  python run_suite.py --suite atari100k --profile smoke --games Breakout Pong --seeds 1
+  # the full benchmark on a Slurm cluster (26 games x 5 seeds), at most 32 runs at once
+  python run_suite.py --suite atari100k --executor slurm --cluster slurm/cluster.yaml --max-parallel 32
+  # change a setting of every run (dotted keys of diamond/config.py)
+  python run_suite.py --suite atari100k --profile small --set diffusion.num_steps=1 --out runs_nfe1
+  # rebuild the report from the run folders already on disk
+  python run_suite.py --suite atari100k --profile smoke --games Breakout Pong --seeds 1 --report-only
+
+Runs are written to <out>/<suite>/<profile>/<run>/, job logs to <out>/<suite>/<profile>/logs/, the report
+to <report-dir>/<suite>/report.md and report.pdf. Re-running a command skips finished runs and resumes
+interrupted ones from their last checkpoint.
+"""
+
+
+class UsageError(Exception):
+    """A bad command line or option value: exit status 2, one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line naming the problem (and the valid choices), instead of the whole usage block."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="run_suite.py", description=__doc__.split("\n")[0], epilog=EXAMPLES,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", required=True, choices=list(SUITE_MODULES), metavar="SUITE",
+                   help=f"which suite to run: {', '.join(SUITE_MODULES)}")
+    p.add_argument("--profile", default="paper", choices=list(PROFILES),
+                   help="paper = the paper's settings (Tables 2-3); small = a short schedule for one GPU; "
+                        "smoke = tiny networks, about a minute per run on a CPU (default: paper)")
+    p.add_argument("--executor", default="auto", choices=list(EXECUTOR_KINDS),
+                   help="auto = slurm when `sbatch` is on PATH, else local; local = subprocesses on this machine "
+                        "(one per visible GPU); debug = in this process, one after the other (default: auto)")
+    p.add_argument("--games", nargs="+", metavar="GAME", help="run only these games (default: the suite's games)")
+    p.add_argument("--seeds", type=int, metavar="N", help="seeds 0..N-1 per game (default: the suite's number)")
+    p.add_argument("--out", type=Path, default=Path("runs"), help="root of the run folders (default: runs/)")
+    p.add_argument("--report-dir", type=Path, default=Path("reports"),
+                   help="root of the reports; the report goes to <report-dir>/<suite>/ (default: reports/)")
+    p.add_argument("--cluster", type=Path, metavar="PATH",
+                   help="Slurm settings YAML (see slurm/cluster.example.yaml; default: slurm/cluster.yaml if present)")
+    p.add_argument("--max-parallel", type=int, metavar="N",
+                   help="at most N runs at once (Slurm array throttle, or local processes)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override passed to every run, e.g. --set training.epochs=10 (repeatable)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true",
+                      help="print each stage's runs (status done/partial/new, projected GPU-hours) and submit nothing")
+    mode.add_argument("--report-only", action="store_true", help="rebuild the report from the run folders on disk")
+    return p
+
+
+def load_suite(name: str) -> Suite:
+    """The suite object; a registered suite whose module is not importable is a clear usage error."""
+    try:
+        return get_suite(name)
+    except ImportError as e:
+        raise UsageError(f"suite {name!r} is registered but its module {SUITE_MODULES[name]} cannot be "
+                         f"imported ({e})") from e
+
+
+def suite_options(args: argparse.Namespace) -> SuiteOptions:
+    """Validate the grid options (games, seeds, overrides) and pack them for the suite."""
+    try:
+        games = tuple(check_game(g) for g in args.games) if args.games else None
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    if args.seeds is not None and args.seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.max_parallel is not None and args.max_parallel < 1:
+        raise UsageError(f"--max-parallel must be >= 1, got {args.max_parallel}")
+    for item in args.overrides:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r} is not of the form section.field=value")
+    return SuiteOptions(profile=args.profile, out=args.out, games=games, seeds=args.seeds,
+                        overrides=tuple(args.overrides), report_root=args.report_dir)
+
+
+def cluster_config(path: Path | None) -> ClusterConfig | None:
+    """--cluster, else slurm/cluster.yaml when it exists, else the built-in defaults."""
+    chosen = path or (DEFAULT_CLUSTER if DEFAULT_CLUSTER.is_file() else None)
+    if chosen is None:
+        return None
+    try:
+        return load_cluster_config(chosen)
+    except (FileNotFoundError, ValueError, CorruptFileError) as e:
+        raise UsageError(str(e)) from e
+
+
+def _paths(value: Any) -> Iterator[Path]:
+    """Every string inside a run's JSON arguments, read as a path."""
+    if isinstance(value, str) and value:
+        yield Path(value).absolute()
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _paths(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _paths(v)
+
+
+def inputs_of(spec: RunSpec, earlier: list[RunSpec]) -> list[RunSpec]:
+    """Earlier runs whose folder holds a path that `spec` is given: the runs it reads from."""
+    paths = list(_paths(spec.kwargs))
+    return [e for e in earlier if any(p.is_relative_to(e.run_dir.absolute()) for p in paths)]
+
+
+def dry_run(suite: Suite, stages: list[list[RunSpec]], opts: SuiteOptions, executor: str) -> int:
+    print(f"suite {suite.name} (profile {opts.profile}, executor {executor}): {suite.paper_artefact}")
+    print(suite.description)
+    for i, stage in enumerate(stages, 1):
+        print(f"\nstage {i}/{len(stages)}: {len(stage)} runs")
+        print(dry_run_table(stage))
+    specs = [s for stage in stages for s in stage]
+    todo = sum(s.gpu_hours for s in specs if run_status(s) != "done")
+    print(f"\nall stages: {len(specs)} runs; {sum(s.gpu_hours for s in specs):.1f} GPU-hours projected, "
+          f"{todo:.1f} still to run. Nothing was submitted (--dry-run).")
+    return 0
+
+
+def run_stages(stages: list[list[RunSpec]], args: argparse.Namespace, opts: SuiteOptions, suite: Suite,
+               cluster: ClusterConfig | None) -> bool:
+    """Launch the stages in order; True when every run of every stage is done."""
+    log_dir = opts.suite_dir(suite.name) / "logs"
+    logs: dict[str, Path] = {}
+    earlier: list[RunSpec] = []
+    ok = True
+    for i, stage in enumerate(stages, 1):
+        blocked = {s.name: [e for e in inputs_of(s, earlier) if run_status(e) != "done"] for s in stage}
+        blocked = {name: inputs for name, inputs in blocked.items() if inputs}
+        print(f"stage {i}/{len(stages)}: {len(stage)} runs ({len(blocked)} blocked by unfinished inputs)")
+        report = launch([s for s in stage if s.name not in blocked], args.executor, log_dir=log_dir,
+                        cluster=cluster, max_parallel=args.max_parallel)
+        print(report.summary())
+        logs.update({name: log for name, _, log in report.failed})
+        for name, inputs in blocked.items():
+            why = ", ".join(f"{e.name} (log: {logs[e.name]})" if e.name in logs else f"{e.name} ({run_status(e)})"
+                            for e in inputs)
+            print(f"  BLOCKED {name}: its input run(s) did not finish: {why}")
+        ok = ok and report.ok and not blocked
+        earlier += stage
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # local job processes unpickle our callables: they must import this repository whatever their cwd
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    try:
+        suite = load_suite(args.suite)
+        opts = suite_options(args)
+        cluster = cluster_config(args.cluster)
+        stages = suite.stages(opts)
+    except (UsageError, ValueError) as e:
+        print(f"run_suite.py: error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        return dry_run(suite, stages, opts, resolve_kind(args.executor))
+    ok = True
+    if not args.report_only:
+        try:
+            ok = run_stages(stages, args, opts, suite, cluster)
+        except (ImportError, ValueError) as e:  # a grid that cannot be submitted at all (e.g. a broken entry)
+            print(f"run_suite.py: error: nothing was launched: {e}", file=sys.stderr)
+            return 1
+    try:
+        md, pdf = suite.report(opts)
+    except (ValueError, OSError, CorruptFileError) as e:
+        print(f"run_suite.py: report not built: {e}", file=sys.stderr)
+        return 1
+    print(f"report written: {md} and {pdf}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
