@@ -5,9 +5,12 @@ Starting the same command again resumes from the last checkpoint; on a finished 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from diamond.config import PROFILES, ConfigError, build_config, from_dict
 from diamond.io import read_yaml
@@ -19,6 +22,10 @@ def run(run_dir: str | Path, game: str, seed: int = 0, profile: str = "paper", o
     from diamond.trainer import Trainer
 
     cfg = build_config(profile, overrides or [], seed=seed, **{"env.game": game})
+    if not torch.cuda.is_available() or cfg.perf.device == "cpu":
+        # One thread per run unless asked otherwise: OpenMP spin-waits make oversubscribed CPUs (parallel
+        # local runs, a busy machine) tens of times slower, and small networks gain little from more threads.
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     config_file = Path(run_dir) / "config.yaml"
     if config_file.exists() and not (Path(run_dir) / "result.json").exists():
         on_disk = from_dict(read_yaml(config_file))

@@ -101,6 +101,8 @@ def _styles() -> StyleSheet1:
             bold = style.fontName.endswith("-Bold") or style.name.startswith(("Heading", "Title"))
             mono = style.fontName.startswith("Courier")
             style.fontName = "DejaVuSansMono" if mono else f"{font}-Bold" if bold else font
+            if style.name.startswith("Heading"):
+                style.keepWithNext = True  # never strand a heading at the foot of a page
     styles.add(ParagraphStyle("Caption", parent=styles["BodyText"], fontName=f"{font}-Oblique", fontSize=8.5,
                               leading=11, textColor=colors.HexColor("#333333")))
     styles.add(ParagraphStyle("Banner", parent=styles["BodyText"], fontSize=10.5, leading=14,
