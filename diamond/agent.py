@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diamond.config import Config, OptimConfig
+from diamond.perf import imagination_step
 from diamond.rl import lambda_returns, policy_loss, value_loss
 from diamond.world_model import WorldModel, build_world_model, imagine
 
@@ -71,6 +72,7 @@ class Learner:
         self.modules = {k: m for k, (m, _) in parts.items()}
         self.steps = {k: 0 for k in parts}
         self.autocast = cfg.perf.bf16
+        self.imagine_step = imagination_step(agent, cfg.perf)  # None: plain path; perf.cuda_graphs: captured
 
     def _step(self, name: str, loss: Tensor) -> float:
         opt = self.optimizers[name]
@@ -113,7 +115,8 @@ class Learner:
         self.agent.world_model.eval()
         self.agent.reward_end.eval()
         with self._amp(obs.device):
-            traj = imagine(self.agent.actor_critic, self.agent.world_model, self.agent.reward_end, obs, act, t.imagination_horizon)
+            traj = imagine(self.agent.actor_critic, self.agent.world_model, self.agent.reward_end, obs, act,
+                           t.imagination_horizon, step=self.imagine_step)
         values = traj.values.float()
         returns = lambda_returns(traj.rewards, traj.ends, values.detach(), t.gamma, t.lambda_)
         lv = value_loss(values, returns, traj.valid)

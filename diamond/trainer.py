@@ -17,6 +17,7 @@ from diamond.config import Config, config_hash, to_dict
 from diamond.data import ReplayBuffer, sample_segments, to_float
 from diamond.envs import EnvBatch, make_env, num_actions
 from diamond.io import CorruptFileError, append_jsonl, atomic_write, atomic_write_json, atomic_write_yaml, read_json
+from diamond.perf import DeviceReplay, apply_module_switches
 
 EpochHook = Callable[[int, "Trainer"], None]
 
@@ -38,9 +39,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.num_actions = num_actions(cfg.env.game)
-        self.agent: Agent = build_agent(cfg, self.num_actions).to(self.device)
+        self.agent: Agent = apply_module_switches(build_agent(cfg, self.num_actions).to(self.device), cfg.perf)
         self.learner = Learner(self.agent, cfg)
         self.replay = ReplayBuffer(self.run_dir / "replay")
+        self._device_replay: DeviceReplay | None = None  # perf.replay_on_device: built lazily, after any resume
         self.epoch = 0  # completed epochs
         self.wall_time = 0.0
         self.env = make_env(cfg.env.game, train=True, seed=cfg.seed, size=cfg.env.size, frameskip=cfg.env.frameskip,
@@ -136,8 +138,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ learning
     def _segments(self, seq_len: int, pad: str) -> Any:
-        seg = sample_segments(self.replay, self.cfg.training.batch_size, seq_len, self.rng, pad=pad,
-                              recency_weights=self.cfg.training.recency_weights).to_torch(self.device)
+        t = self.cfg.training
+        if self.cfg.perf.replay_on_device:
+            if self._device_replay is None or self._device_replay.buffer is not self.replay:
+                self._device_replay = DeviceReplay(self.replay, self.device)
+            seg = self._device_replay.sample(t.batch_size, seq_len, self.rng, pad=pad,
+                                             recency_weights=t.recency_weights)
+        else:
+            seg = sample_segments(self.replay, t.batch_size, seq_len, self.rng, pad=pad,
+                                  recency_weights=t.recency_weights).to_torch(self.device)
         obs = to_float(seg.obs) * seg.mask[:, :, None, None, None]
         return obs, seg
 

@@ -4,7 +4,7 @@ imagination rollout of Algorithm 1 (policy acts, R_ψ gives reward/end, D_θ sam
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -59,7 +59,7 @@ class WorldModel(nn.Module):
         cond = (obs_hist, act_hist)
         shape = obs_hist[:, -1].shape
         x = self.paradigm.initial_noise(shape, n_steps=n, generator=generator, device=obs_hist.device)
-        sigmas = self.paradigm.sigmas(n).to(obs_hist.device)
+        sigmas = self.paradigm.sigmas(n)  # read as Python floats by the sampler: keep it on the host (no device sync)
 
         def denoise(x_: Tensor, sigma: Tensor) -> Tensor:
             return self.paradigm.denoise(self._inner, x_, sigma, cond)
@@ -116,16 +116,33 @@ class Imagined:
 
 def sample_reward_end(rew_logits: Tensor, end_logits: Tensor) -> tuple[Tensor, Tensor]:
     """Reward class {0,1,2} → {-1,0,+1} and end ∈ {0,1}, both sampled as in the released code."""
-    reward = Categorical(logits=rew_logits).sample().float() - 1.0
-    end = Categorical(logits=end_logits).sample().float()
+    reward = Categorical(logits=rew_logits.float()).sample().float() - 1.0  # float: bf16 logits under autocast
+    end = Categorical(logits=end_logits.float()).sample().float()
     return reward, end
 
 
-def imagine(actor_critic: nn.Module, world_model: WorldModel, reward_end: nn.Module, obs: Tensor, act: Tensor, horizon: int) -> Imagined:
+ReState = tuple[Tensor, Tensor] | None
+WorldModelStep = Callable[[Tensor, Tensor, ReState], tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor]]]
+
+
+@torch.no_grad()
+def world_model_step(world_model: WorldModel, reward_end: nn.Module, hist_obs: Tensor, hist_act: Tensor,
+                     re_state: ReState) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor]]:
+    """The gradient-free part of one imagined step: D_θ samples x_{t+1} from the last L frames and actions
+    (a_t last), R_ψ scores (x_t, a_t, x_{t+1}). Returns (x_{t+1}, reward logits, end logits, R_ψ state);
+    a function of tensors only, so perf.cuda_graphs can capture it whole."""
+    nxt = world_model.predict_next(hist_obs, hist_act)
+    rl, el, re_state = reward_end(hist_obs[:, -1:], hist_act[:, -1:], nxt[:, None], re_state)
+    return nxt, rl[:, 0], el[:, 0], re_state
+
+
+def imagine(actor_critic: nn.Module, world_model: WorldModel, reward_end: nn.Module, obs: Tensor, act: Tensor,
+            horizon: int, step: WorldModelStep | None = None) -> Imagined:
     """Algorithm 1, update_actor_critic: burn in (π, V) and R_ψ on L real frames, then imagine H steps.
 
     obs: [B, L, 3, h, w] real context in [-1, 1] (padding = 0), act: [B, L] (the last action is chosen
-    by the policy). A terminated trajectory stays in the batch but its later steps are masked (valid)."""
+    by the policy). A terminated trajectory stays in the batch but its later steps are masked (valid).
+    `step` replaces world_model_step (e.g. by its CUDA-graph capture, diamond.perf); None is the plain path."""
     L = obs.shape[1]
     with torch.no_grad():
         ac_state = None
@@ -138,12 +155,13 @@ def imagine(actor_critic: nn.Module, world_model: WorldModel, reward_end: nn.Mod
     frames, acts, logits_all, values, rewards, ends = [obs[:, -1]], [], [], [], [], []
     for _ in range(horizon):
         logits, value, ac_state = actor_critic(frames[-1], ac_state)
-        action = Categorical(logits=logits).sample()
+        action = Categorical(logits=logits.float()).sample()
         hist_act = torch.cat([hist_act[:, 1:], action[:, None]], dim=1) if L > 1 else action[:, None]
-        nxt = world_model.predict_next(hist_obs, hist_act)
-        with torch.no_grad():
-            rl, el, re_state = reward_end(frames[-1][:, None], action[:, None], nxt[:, None], re_state)
-            r, d = sample_reward_end(rl[:, 0], el[:, 0])
+        if step is None:
+            nxt, rl, el, re_state = world_model_step(world_model, reward_end, hist_obs, hist_act, re_state)
+        else:
+            nxt, rl, el, re_state = step(hist_obs, hist_act, re_state)
+        r, d = sample_reward_end(rl, el)
         hist_obs = torch.cat([hist_obs[:, 1:], nxt[:, None]], dim=1)
         frames.append(nxt)
         acts.append(action)
