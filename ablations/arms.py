@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ablations.atari100k import check_finished
 from ablations.breakout_expert import SUMMARY_FILE
 from ablations.registry import SuiteOptions
 from ablations.static_data import dataset_dir
@@ -82,20 +83,6 @@ def reject_overrides(suite: str, overrides: Sequence[str], varied: Sequence[str]
     clash = [o for o in overrides if o.partition("=")[0].strip() in varied]
     if clash:
         raise ValueError(f"suite {suite} sets {', '.join(varied)} itself; drop the override(s) {clash}.")
-
-
-def check_finished(spec: RunSpec, cfg: Config) -> None:
-    """A finished run is skipped by the launcher, so it must have run with the settings asked for now."""
-    path = spec.run_dir / "result.json"
-    if not path.is_file():
-        return
-    result = read_json(path)
-    if not isinstance(result, dict) or "config_hash" not in result:
-        raise CorruptFileError(f"{path}: expected a JSON object with a config_hash")
-    if result["config_hash"] != config_hash(cfg):
-        raise ValueError(f"run {spec.name} in {spec.run_dir} finished with other settings (config hash "
-                         f"{result['config_hash']} != {config_hash(cfg)} requested); pass the same --set options "
-                         "as before, or another --out")
 
 
 def check_evaluation(spec: RunSpec) -> None:

@@ -47,7 +47,7 @@ def run_name(game: str, seed: int) -> str:
     return f"{game}-s{seed}"
 
 
-def _check_finished(spec: RunSpec, cfg: Config) -> None:
+def check_finished(spec: RunSpec, cfg: Config) -> None:
     """A finished run is skipped by the launcher: it must have been trained with the settings asked for
     now, or a changed --set would silently mix two experiments in one report."""
     path = spec.run_dir / "result.json"
@@ -78,7 +78,7 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
                            kwargs={"game": game, "seed": seed, "profile": opts.profile,
                                    "overrides": list(opts.overrides)},
                            gpu_hours=hours, group=game)
-            _check_finished(spec, cfg)
+            check_finished(spec, cfg)
             specs.append(spec)
     return [specs]
 

@@ -7,7 +7,7 @@ per-game means) has no run-to-run variability to resample: its metrics are point
 CIs and `ci_available=False`, never a zero-width interval that would look like certainty.
 
 rliable draws its bootstrap indices from NumPy's global RNG (its `random_state` argument is not used
-for resampling), so each bootstrap runs inside `_seeded(seed)`, which restores the caller's RNG state.
+for resampling), so each bootstrap runs inside `seeded(seed)`, which restores the caller's RNG state.
 Every algorithm is bootstrapped with the same seed, so its CI does not depend on which other
 algorithms share the table.
 """
@@ -45,7 +45,7 @@ POINT_ESTIMATE_NOTE = ("one score per game (published per-game means only): poin
 
 
 @contextmanager
-def _seeded(seed: int) -> Iterator[None]:
+def seeded(seed: int) -> Iterator[None]:
     """Seed NumPy's global RNG (the one rliable resamples with) and restore it afterwards."""
     state = np.random.get_state()
     np.random.seed(seed)
@@ -136,7 +136,7 @@ def aggregate_metrics(df: pd.DataFrame, reps: int = AGGREGATE_REPS, seed: int = 
         m = _matrix(table, algorithm, None, "hns", on_unequal)
         ci_available = m.shape[0] > 1
         if ci_available:
-            with _seeded(seed):
+            with seeded(seed):
                 points, cis = rly.get_interval_estimates({algorithm: m}, _aggregate_func, reps=reps,
                                                          confidence_interval_size=confidence)
             value, (low, high) = points[algorithm], cis[algorithm]
@@ -164,7 +164,7 @@ def performance_profiles(df: pd.DataFrame, taus: Sequence[float] | np.ndarray | 
         m = _matrix(table, algorithm, None, "hns", on_unequal)
         ci_available = m.shape[0] > 1
         if ci_available:
-            with _seeded(seed):
+            with seeded(seed):
                 profiles, cis = rly.create_performance_profile({algorithm: m}, taus, reps=reps,
                                                                confidence_interval_size=confidence)
             fraction, (low, high) = profiles[algorithm], cis[algorithm]
@@ -193,7 +193,7 @@ def probability_of_improvement(df: pd.DataFrame, alg_x: str, alg_y: str, reps: i
     my = _matrix(table, alg_y, common, "hns", on_unequal)
     ci_available = mx.shape[0] > 1 and my.shape[0] > 1
     if ci_available:
-        with _seeded(seed):
+        with seeded(seed):
             points, cis = rly.get_interval_estimates({"pair": (mx, my)}, rlm.probability_of_improvement,
                                                      reps=reps, confidence_interval_size=confidence)
         value, low, high = float(points["pair"]), float(np.ravel(cis["pair"])[0]), float(np.ravel(cis["pair"])[1])

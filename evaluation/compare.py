@@ -14,9 +14,8 @@ metrics (MSE, LPIPS) and for set metrics (FID, FVD: a Fréchet distance per resa
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,15 +48,7 @@ class Interval:
         return self.has_ci and (self.ci_low > x or self.ci_high < x)
 
 
-@contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Seed NumPy's global RNG, the one rliable resamples with, and restore the caller's state afterwards."""
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
+seeded = aggregate.seeded  # one seeding convention for every rliable bootstrap
 
 
 def _check_matrices(x: np.ndarray, y: np.ndarray) -> None:
