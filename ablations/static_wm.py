@@ -11,7 +11,6 @@ from), rollout_errors.csv, rollout_frames.npz, result.json (last).
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from dataclasses import dataclass, fields
@@ -23,10 +22,11 @@ import torch
 from tqdm import tqdm
 
 from diamond.agent import make_optimizer, warmup_schedule
+from diamond.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from diamond.config import Config, ConfigError, build_config, config_hash, from_dict, to_dict
 from diamond.data import ReplayBuffer, sample_segments, to_float
 from diamond.envs import num_actions
-from diamond.io import (CorruptFileError, append_jsonl, atomic_write, atomic_write_json, atomic_write_text,
+from diamond.io import (append_jsonl, atomic_write, atomic_write_json, atomic_write_text,
                         atomic_write_yaml, read_json, read_jsonl, read_yaml)
 from diamond.trainer import resolve_device
 from diamond.world_model import WorldModel, build_world_model
@@ -150,34 +150,20 @@ class StaticTrainer:
             return float(np.mean([self._loss(seg).item() for seg in self.test_batches]))
 
     def save(self) -> None:
-        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state_all()
         state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                 "scheduler": self.sched.state_dict(), "train_time": self.train_time, "rng": rng,
-                 "config_hash": config_hash(self.cfg)}
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        atomic_write(self.ckpt_path, lambda f: f.write(buf.getvalue()))
+                 "scheduler": self.sched.state_dict(), "train_time": self.train_time, "rng": rng_state(self.rng)}
+        save_checkpoint(self.ckpt_path, state, config_hash(self.cfg))
 
     def resume(self) -> bool:
         """Load checkpoints/last.pt if any, and drop metric lines logged after it (they will be redone)."""
-        if not self.ckpt_path.is_file():
+        state = load_checkpoint(self.ckpt_path, config_hash(self.cfg), self.device)
+        if state is None:
             return False
-        try:
-            state = torch.load(self.ckpt_path, map_location=self.device, weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-            raise CorruptFileError(f"{self.ckpt_path}: cannot load checkpoint ({e})") from e
-        if state.get("config_hash") != config_hash(self.cfg):
-            raise CorruptFileError(f"{self.ckpt_path}: written by a different config; use another run folder.")
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.step, self.train_time = int(state["step"]), float(state["train_time"])
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        self.rng.bit_generator.state = state["rng"]["numpy"]
-        if "cuda" in state["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        restore_rng(state["rng"], self.rng)
         if self.metrics_path.is_file():
             kept = [r for r in read_jsonl(self.metrics_path) if r["step"] <= self.step]
             atomic_write_text(self.metrics_path, "".join(f"{json.dumps(r)}\n" for r in kept))

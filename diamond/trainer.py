@@ -3,7 +3,6 @@ checkpoint every epoch, evaluate at the end, write result.json last (atomically)
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -16,7 +15,8 @@ from diamond.agent import Agent, Learner, build_agent
 from diamond.config import Config, config_hash, to_dict
 from diamond.data import ReplayBuffer, sample_segments, to_float
 from diamond.envs import EnvBatch, make_env, num_actions
-from diamond.io import CorruptFileError, append_jsonl, atomic_write, atomic_write_json, atomic_write_yaml, read_json
+from diamond.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from diamond.io import append_jsonl, atomic_write_json, atomic_write_yaml, read_json
 from diamond.perf import DeviceReplay, apply_module_switches
 
 EpochHook = Callable[[int, "Trainer"], None]
@@ -60,35 +60,21 @@ class Trainer:
             "learner": self.learner.state_dict(),
             "replay_steps": self.replay.num_steps,
             "wall_time": self.wall_time,
-            "rng": {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state},
-            "config_hash": config_hash(self.cfg),
+            "rng": rng_state(self.rng),
         }
-        if torch.cuda.is_available():
-            state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        atomic_write(self.ckpt_path, lambda f: f.write(buf.getvalue()))
+        save_checkpoint(self.ckpt_path, state, config_hash(self.cfg))
 
     def load_checkpoint(self) -> bool:
-        if not self.ckpt_path.exists():
+        state = load_checkpoint(self.ckpt_path, config_hash(self.cfg), self.device)
+        if state is None:
             return False
-        try:
-            state = torch.load(self.ckpt_path, map_location=self.device, weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-            raise CorruptFileError(f"{self.ckpt_path}: cannot load checkpoint ({e})") from e
-        if state.get("config_hash") != config_hash(self.cfg):
-            raise CorruptFileError(f"{self.ckpt_path}: checkpoint was written by a different config; use a new --out")
         self.agent.load_state_dict(state["agent"])
         self.learner.load_state_dict(state["learner"])
         self.epoch, self.wall_time = int(state["epoch"]), float(state["wall_time"])
         self.replay = ReplayBuffer.load(self.run_dir / "replay")
         self.replay.truncate(int(state["replay_steps"]))
         self.replay.close_open_episode()  # the emulator mid-episode is not checkpointed: a resumed run starts a fresh episode
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"].cpu())
-        self.rng.bit_generator.state = rng["numpy"]
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        restore_rng(state["rng"], self.rng)
         return True
 
     # ------------------------------------------------------------------ acting
