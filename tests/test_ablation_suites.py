@@ -18,6 +18,7 @@ import run_suite
 from ablations import arms, conditioning, nfe, sampler, static_wm
 from ablations.registry import SuiteOptions, get_suite
 from diamond.data import Episode, ReplayBuffer
+from tests._fakes import TinyFeatures, TinyLPIPS
 from diamond.io import atomic_write_json
 from evaluation.video import fid
 from reports.common import REPS_ENV
@@ -128,25 +129,8 @@ class OracleWM(nn.Module):
         return torch.as_tensor(render(col.numpy())).float() / 127.5 - 1
 
 
-class TinyFeatures(nn.Module):
-    """A fixed random projection of the flattened input, standing in for Inception (frames) or I3D (clips)."""
-
-    def __init__(self, in_dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Linear(in_dim, 6)
-        nn.init.normal_(self.proj.weight, generator=torch.Generator().manual_seed(0))
-
-    def forward(self, x):
-        return self.proj(x.flatten(1))
-
-
-class TinyLPIPS(nn.Module):
-    def forward(self, x, y):
-        return ((x - y) ** 2).mean(dim=(1, 2, 3))
-
-
 def extractors(clip_len: int) -> dict[str, nn.Module]:
-    return {"inception": TinyFeatures(3 * SIZE * SIZE), "i3d": TinyFeatures(clip_len * 3 * SIZE * SIZE),
+    return {"inception": TinyFeatures(3 * SIZE * SIZE, 6), "i3d": TinyFeatures(clip_len * 3 * SIZE * SIZE, 6),
             "lpips": TinyLPIPS()}
 
 

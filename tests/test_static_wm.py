@@ -12,6 +12,7 @@ from torch import nn
 
 from ablations import static_wm
 from diamond.data import Episode, ReplayBuffer
+from tests._fakes import TinyFeatures, TinyLPIPS
 from diamond.io import atomic_write_json, read_json, read_jsonl
 from evaluation.wm_protocol import COPY_SETTING, clip_metrics, join_life_losses, rollout_vs_real
 
@@ -55,23 +56,6 @@ class StubWM(nn.Module):
         if self.noise:
             level = level + torch.round(self.noise * torch.randn(level.shape, generator=generator))
         return level / 127.5 - 1
-
-
-class TinyFeatures(nn.Module):
-    """Fixed random projection of flattened inputs: a stand-in for Inception/I3D."""
-
-    def __init__(self, in_dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Linear(in_dim, 5)
-        nn.init.normal_(self.proj.weight, generator=torch.Generator().manual_seed(0))
-
-    def forward(self, x):
-        return self.proj(x.flatten(1))
-
-
-class TinyLPIPS(nn.Module):
-    def forward(self, x, y):
-        return ((x - y) ** 2).mean(dim=(1, 2, 3))
 
 
 def test_join_life_losses_joins_only_continuations():
@@ -124,7 +108,7 @@ def test_every_setting_sees_the_same_noise_stream():
 
 def test_clip_metrics_identical_clips_score_zero_and_drift_does_not():
     clip_len = 6
-    extractors = {"inception": TinyFeatures(3 * SIZE * SIZE), "i3d": TinyFeatures(clip_len * 3 * SIZE * SIZE),
+    extractors = {"inception": TinyFeatures(3 * SIZE * SIZE, 5), "i3d": TinyFeatures(clip_len * 3 * SIZE * SIZE, 5),
                   "lpips": TinyLPIPS()}
     same = clip_metrics(StubWM(), synthetic_episodes(), num_clips=8, context=6, clip_len=clip_len,
                         extractors=extractors)
