@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from diamond.diffusion.paradigms import DDPMConfig, EDMConfig
+from diamond.errors import KnownError
 
 
 @dataclass
@@ -188,8 +189,10 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-class ConfigError(ValueError):
-    """An invalid configuration value or combination."""
+class ConfigError(KnownError, ValueError):
+    """An invalid configuration value or combination (a usage error: exit status 2)."""
+
+    exit_code = 2
 
 
 def build_config(profile: str = "paper", overrides: list[str] | dict[str, Any] | None = None, **top: Any) -> Config:

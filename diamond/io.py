@@ -11,8 +11,10 @@ from typing import Any, Callable
 
 import yaml
 
+from diamond.errors import KnownError
 
-class CorruptFileError(RuntimeError):
+
+class CorruptFileError(KnownError, RuntimeError):
     """A file on disk could not be read back; the message names it."""
 
 
