@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from diamond.config import Config, OptimConfig
 from diamond.perf import imagination_step
 from diamond.rl import lambda_returns, policy_loss, value_loss
-from diamond.world_model import WorldModel, build_world_model, imagine
+from diamond.world_model import Imagined, Refill, WorldModel, build_world_model, imagine
 
 
 class Agent(nn.Module):
@@ -30,7 +30,8 @@ def build_agent(cfg: Config, num_actions: int) -> Agent:
     return Agent(
         build_world_model(cfg, num_actions),
         RewardEndNet(num_actions, channels=tuple(re.channels), depths=tuple(re.depths), cond_dim=re.cond_dim,
-                     lstm_dim=re.lstm_dim, bottleneck_attention=re.bottleneck_attention, img_size=cfg.env.size),
+                     lstm_dim=re.lstm_dim, bottleneck_attention=re.bottleneck_attention, img_size=cfg.env.size,
+                     attention_residual=re.attention_residual),
         ActorCriticNet(num_actions, channels=tuple(ac.channels), depths=tuple(ac.depths), lstm_dim=ac.lstm_dim,
                        img_size=cfg.env.size),
     )
@@ -53,6 +54,28 @@ def make_optimizer(module: nn.Module, ocfg: OptimConfig, fused: bool = False) ->
 def warmup_schedule(opt: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up to the base learning rate, then constant (no decay, as released)."""
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / max(1, warmup_steps)))
+
+
+def reward_end_loss(model: nn.Module, obs: Tensor, act: Tensor, rew: Tensor, end: Tensor, mask: Tensor
+                    ) -> tuple[Tensor, Tensor]:
+    """Cross-entropy on sign(r) (3 classes) and on the end flag over a segment's transitions whose two frames
+    are real (a terminal transition's next frame is the stored final frame). Returns (reward CE, end CE)."""
+    valid = mask[:, :-1] & mask[:, 1:]
+    rew_logits, end_logits, _ = model(obs[:, :-1], act[:, :-1], obs[:, 1:])
+    rew_target = (torch.sign(rew[:, :-1]) + 1).long()[valid]
+    end_target = end[:, :-1].long()[valid]
+    return (F.cross_entropy(rew_logits.float()[valid], rew_target),
+            F.cross_entropy(end_logits.float()[valid], end_target))
+
+
+def actor_critic_loss(traj: Imagined, gamma: float, lambda_: float, entropy_weight: float
+                      ) -> tuple[Tensor, Tensor, Tensor]:
+    """Eq. 14–16 on one imagined batch: (policy loss, value loss, mean entropy)."""
+    values = traj.values.float()
+    returns = lambda_returns(traj.rewards, traj.ends, values.detach(), gamma, lambda_)
+    lv = value_loss(values, returns, traj.valid)
+    lp, entropy = policy_loss(traj.logits.float(), traj.actions, returns, values, traj.valid, entropy_weight)
+    return lp, lv, entropy
 
 
 class Learner:
@@ -97,30 +120,25 @@ class Learner:
     def update_reward_end(self, obs: Tensor, act: Tensor, rew: Tensor, end: Tensor, mask: Tensor) -> dict[str, float]:
         """Cross-entropy on sign(r) (3 classes) and the end flag, over transitions whose two frames are real."""
         self.agent.reward_end.train()
-        valid = mask[:, :-1] & mask[:, 1:]
         with self._amp(obs.device):
-            rew_logits, end_logits, _ = self.agent.reward_end(obs[:, :-1], act[:, :-1], obs[:, 1:])
-        rew_target = (torch.sign(rew[:, :-1]) + 1).long()[valid]
-        end_target = end[:, :-1].long()[valid]
-        ce_rew = F.cross_entropy(rew_logits.float()[valid], rew_target)
-        ce_end = F.cross_entropy(end_logits.float()[valid], end_target)
+            ce_rew, ce_end = reward_end_loss(self.agent.reward_end, obs, act, rew, end, mask)
         loss = ce_rew + ce_end
         return {"reward_end/loss_reward": ce_rew.item(), "reward_end/loss_end": ce_end.item(),
                 "reward_end/grad_norm": self._step("reward_end", loss)}
 
-    def update_actor_critic(self, obs: Tensor, act: Tensor) -> dict[str, float]:
-        """Imagine H steps from L real frames, then Eq. 14–16."""
+    def update_actor_critic(self, obs: Tensor, act: Tensor, refill: Refill | None = None) -> dict[str, float]:
+        """Imagine H steps from L real frames, then Eq. 14–16. With training.imagination_refill, `refill(n)`
+        supplies n new real contexts for imagined envs that terminate (as the released code does)."""
         t = self.cfg.training
         self.agent.actor_critic.train()
         self.agent.world_model.eval()
         self.agent.reward_end.eval()
         with self._amp(obs.device):
             traj = imagine(self.agent.actor_critic, self.agent.world_model, self.agent.reward_end, obs, act,
-                           t.imagination_horizon, step=self.imagine_step)
+                           t.imagination_horizon, step=self.imagine_step,
+                           refill=refill if t.imagination_refill else None)
         values = traj.values.float()
-        returns = lambda_returns(traj.rewards, traj.ends, values.detach(), t.gamma, t.lambda_)
-        lv = value_loss(values, returns, traj.valid)
-        lp, entropy = policy_loss(traj.logits.float(), traj.actions, returns, values, traj.valid, t.entropy_weight)
+        lp, lv, entropy = actor_critic_loss(traj, t.gamma, t.lambda_, t.entropy_weight)
         grad_norm = self._step("actor_critic", lp + lv)
         return {"actor_critic/loss_policy": lp.item(), "actor_critic/loss_value": lv.item(),
                 "actor_critic/entropy": entropy.item(), "actor_critic/grad_norm": grad_norm,

@@ -47,6 +47,7 @@ class DenoiserNetConfig:
     depths: tuple[int, ...] = (2, 2, 2, 2)
     cond_dim: int = 256
     bottleneck_attention: bool = True
+    attention_residual: str = "normed"  # released code: attention output added to the normed input; "input": x + attn
     history_kwargs: dict = field(default_factory=dict)  # extra arguments of the history module, e.g. encoder_channels
 
 
@@ -57,6 +58,7 @@ class RewardEndNetConfig:
     cond_dim: int = 128
     lstm_dim: int = 512
     bottleneck_attention: bool = True
+    attention_residual: str = "normed"  # as DenoiserNetConfig.attention_residual
 
 
 @dataclass
@@ -97,7 +99,8 @@ class TrainingConfig:
     first_epoch_reward_end_steps: int = 10_000
     first_epoch_actor_critic_steps: int = 5_000
     imagination_horizon: int = 15  # H
-    reward_end_seq_len: int = 19  # B_R + H transitions
+    imagination_refill: bool = True  # released: a terminated imagined env restarts from new real frames; False: masked
+    reward_end_seq_len: int = 18  # transitions of a B_R + H = 19-frame segment (released code: 3 burn-in + 15)
     burn_in: int = 4  # B_{π,V} = B_R = L in practice
     gamma: float = 0.985
     lambda_: float = 0.95
@@ -186,6 +189,16 @@ PROFILES: dict[str, dict[str, Any]] = {
         "env.eval_max_episode_frames": 4_000,
         "perf.device": "cpu",
     },
+    "cpu": {  # a static world-model study on a 2-core CPU (0.49 M-parameter U-Net; sizes measured in
+        # ablations/ddpm_vs_edm.py); the agent's other networks keep the paper's sizes
+        "denoiser.channels": [16, 16, 32, 32],
+        "denoiser.depths": [1, 1, 1, 1],
+        "denoiser.cond_dim": 128,
+        "denoiser.bottleneck_attention": False,
+        "training.batch_size": 16,
+        "denoiser_optim.lr": 1e-3,
+        "perf.device": "cpu",
+    },
 }
 
 
@@ -271,6 +284,12 @@ def validate(cfg: Config) -> None:
         )
     if d.num_steps < 1:
         raise ConfigError(f"diffusion.num_steps (NFE driver) must be >= 1, got {d.num_steps}")
+    for section in ("edm", "ddpm"):  # rerun each paradigm config's own checks (e.g. churn) on the overridden values
+        value = getattr(d, section)
+        try:
+            type(value)(**dataclasses.asdict(value))
+        except ValueError as e:
+            raise ConfigError(f"diffusion.{section}: {e}") from e
     if d.history not in HISTORY_CONDITIONINGS:
         raise ConfigError(f"unknown diffusion.history {d.history!r}; valid: {', '.join(HISTORY_CONDITIONINGS)}")
     if d.num_history < 1 or d.train_chain < 1:
@@ -280,6 +299,11 @@ def validate(cfg: Config) -> None:
             f"training.burn_in ({t.burn_in}) must equal diffusion.num_history L ({d.num_history}): "
             "imagination starts from L real frames that also burn in the LSTMs"
         )
+    from diamond.nets.blocks import ATTENTION_RESIDUALS
+    for section in ("denoiser", "reward_end"):
+        if getattr(cfg, section).attention_residual not in ATTENTION_RESIDUALS:
+            raise ConfigError(f"{section}.attention_residual must be one of {', '.join(ATTENTION_RESIDUALS)}, "
+                              f"got {getattr(cfg, section).attention_residual!r}")
     if t.reward_end_seq_len <= t.burn_in:
         raise ConfigError("training.reward_end_seq_len (B_R + H) must exceed training.burn_in (B_R)")
     if not 0.0 <= t.epsilon <= 1.0 or not 0.0 <= t.eval_epsilon <= 1.0:

@@ -64,7 +64,8 @@ class WorldModel(nn.Module):
         def denoise(x_: Tensor, sigma: Tensor) -> Tensor:
             return self.paradigm.denoise(self._inner, x_, sigma, cond)
 
-        return SAMPLERS[self.sampler](denoise, x, sigmas, generator=generator)
+        options = self.paradigm.sampler_kwargs(self.sampler)  # churn / eta settings of the config
+        return self.paradigm.finish(SAMPLERS[self.sampler](denoise, x, sigmas, generator=generator, **options))
 
     @torch.no_grad()
     def rollout(self, obs_hist: Tensor, actions: Tensor, num_steps: int | None = None, generator: torch.Generator | None = None) -> Tensor:
@@ -97,6 +98,7 @@ def build_world_model(cfg: Any, num_actions: int) -> WorldModel:
         bottleneck_attention=cfg.denoiser.bottleneck_attention,
         sigma_data=getattr(d, d.paradigm).sigma_data,
         history_kwargs=dict(cfg.denoiser.history_kwargs),
+        attention_residual=cfg.denoiser.attention_residual,
     )
     return WorldModel(net, paradigm, d.sampler, d.num_steps, d.num_history, d.train_chain)
 
@@ -105,13 +107,13 @@ def build_world_model(cfg: Any, num_actions: int) -> WorldModel:
 class Imagined:
     """One batch of imagined trajectories (time-major second axis)."""
 
-    obs: Tensor  # [B, H + 1, 3, h, w]
+    obs: Tensor  # [B, H + 1, 3, h, w]: the policy's inputs (after a refill, the new context's last frame)
     actions: Tensor  # [B, H]
     logits: Tensor  # [B, H, A] (with grad)
     values: Tensor  # [B, H + 1] (with grad on the first H)
     rewards: Tensor  # [B, H] in {-1, 0, 1}
     ends: Tensor  # [B, H] in {0, 1}
-    valid: Tensor  # [B, H]: 0 after an imagined termination
+    valid: Tensor  # [B, H]: 0 after an imagined termination (all 1 when terminated envs are refilled)
 
 
 def sample_reward_end(rew_logits: Tensor, end_logits: Tensor) -> tuple[Tensor, Tensor]:
@@ -136,34 +138,67 @@ def world_model_step(world_model: WorldModel, reward_end: nn.Module, hist_obs: T
     return nxt, rl[:, 0], el[:, 0], re_state
 
 
+Refill = Callable[[int], tuple[Tensor, Tensor]]
+
+
+def burn_in(actor_critic: nn.Module, reward_end: nn.Module, obs: Tensor, act: Tensor) -> tuple[ReState, ReState]:
+    """LSTM states of (π, V) after the first L - 1 context frames (the last one is the policy's first input)
+    and of R_ψ after the L - 1 context transitions (Alg. 1: burn-in before imagining)."""
+    ac_state = None
+    for t in range(obs.shape[1] - 1):
+        _, _, ac_state = actor_critic(obs[:, t], ac_state)
+    re_state = None
+    if obs.shape[1] > 1:
+        with torch.no_grad():
+            _, _, re_state = reward_end(obs[:, :-1], act[:, :-1], obs[:, 1:], None)
+    return ac_state, re_state
+
+
+def _set_rows(state: tuple[Tensor, Tensor], rows: Tensor, new: ReState) -> tuple[Tensor, Tensor]:
+    """An LSTM state with the `rows` (bool [B]) replaced by `new` (None: zeros, a fresh LSTM)."""
+    h, c = state[0].clone(), state[1].clone()
+    h[rows], c[rows] = (0.0, 0.0) if new is None else new
+    return h, c
+
+
 def imagine(actor_critic: nn.Module, world_model: WorldModel, reward_end: nn.Module, obs: Tensor, act: Tensor,
-            horizon: int, step: WorldModelStep | None = None) -> Imagined:
+            horizon: int, step: WorldModelStep | None = None, refill: Refill | None = None) -> Imagined:
     """Algorithm 1, update_actor_critic: burn in (π, V) and R_ψ on L real frames, then imagine H steps.
 
-    obs: [B, L, 3, h, w] real context in [-1, 1] (padding = 0), act: [B, L] (the last action is chosen
-    by the policy). A terminated trajectory stays in the batch but its later steps are masked (valid).
-    `step` replaces world_model_step (e.g. by its CUDA-graph capture, diamond.perf); None is the plain path."""
-    L = obs.shape[1]
+    obs: [B, L, 3, h, w] real context in [-1, 1] (padding = 0), act: [B, L] with act[:, i] taken at
+    obs[:, i] (the last one is replaced by the policy's choice).
+    After an imagined termination, `refill(n)` (n new real contexts, as obs and act) restarts the env from a
+    fresh burned-in context, as the released code's WorldModelEnv does (its actor burn-in then runs with
+    gradient, like the steps after it); without `refill` the terminated trajectory stays in the batch and its
+    later steps are masked (valid = 0). `step` replaces world_model_step (e.g. by its CUDA-graph capture,
+    diamond.perf); None is the plain path."""
     with torch.no_grad():
-        ac_state = None
-        for t in range(L - 1):
-            _, _, ac_state = actor_critic(obs[:, t], ac_state)
-        re_state = None
-        if L > 1:
-            _, _, re_state = reward_end(obs[:, :-1], act[:, :-1], obs[:, 1:], None)
-    hist_obs, hist_act = obs, act.clone()
+        ac_state, re_state = burn_in(actor_critic, reward_end, obs, act)
+    hist_obs, hist_act = obs, act
     frames, acts, logits_all, values, rewards, ends = [obs[:, -1]], [], [], [], [], []
-    for _ in range(horizon):
+    for t in range(horizon):
         logits, value, ac_state = actor_critic(frames[-1], ac_state)
         action = Categorical(logits=logits.float()).sample()
-        hist_act = torch.cat([hist_act[:, 1:], action[:, None]], dim=1) if L > 1 else action[:, None]
+        # frame i pairs with the action taken at frame i (as in training): the new action fills the last
+        # slot beside the newest frame, and both windows slide together after the step (released code too)
+        hist_act = torch.cat([hist_act[:, :-1], action[:, None]], dim=1)
         if step is None:
             nxt, rl, el, re_state = world_model_step(world_model, reward_end, hist_obs, hist_act, re_state)
         else:
             nxt, rl, el, re_state = step(hist_obs, hist_act, re_state)
         r, d = sample_reward_end(rl, el)
         hist_obs = torch.cat([hist_obs[:, 1:], nxt[:, None]], dim=1)
-        frames.append(nxt)
+        hist_act = torch.cat([hist_act[:, 1:], action[:, None]], dim=1)  # last slot: overwritten next step
+        policy_input = nxt
+        dead = d.bool()
+        if refill is not None and t + 1 < horizon and bool(dead.any()):
+            new_obs, new_act = refill(int(dead.sum()))
+            new_ac, new_re = burn_in(actor_critic, reward_end, new_obs, new_act)
+            ac_state, re_state = _set_rows(ac_state, dead, new_ac), _set_rows(re_state, dead, new_re)
+            hist_obs, hist_act = hist_obs.clone(), hist_act.clone()
+            hist_obs[dead], hist_act[dead] = new_obs, new_act
+            policy_input = hist_obs[:, -1]
+        frames.append(policy_input)
         acts.append(action)
         logits_all.append(logits)
         values.append(value)
@@ -173,7 +208,10 @@ def imagine(actor_critic: nn.Module, world_model: WorldModel, reward_end: nn.Mod
         _, last_value, _ = actor_critic(frames[-1], ac_state)
     values.append(last_value)
     ends_t = torch.stack(ends, 1)
-    alive_before = torch.cumprod(torch.cat([torch.ones_like(ends_t[:, :1]), 1 - ends_t[:, :-1]], dim=1), dim=1)
+    if refill is not None:  # a terminated env restarted: every step is a real one
+        alive_before = torch.ones_like(ends_t)
+    else:
+        alive_before = torch.cumprod(torch.cat([torch.ones_like(ends_t[:, :1]), 1 - ends_t[:, :-1]], dim=1), dim=1)
     return Imagined(
         obs=torch.stack(frames, 1),
         actions=torch.stack(acts, 1),

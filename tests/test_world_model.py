@@ -57,3 +57,21 @@ def test_sampling_is_seeded_and_rollout_shapes() -> None:
     torch.testing.assert_close(a, b)
     roll = wm.rollout(obs, torch.randint(0, 4, (2, 4 - 1 + 5)), generator=torch.Generator().manual_seed(0))
     assert roll.shape == (2, 5, 3, 32, 32)
+
+
+def test_sampler_options_of_the_config_reach_the_world_model() -> None:
+    """eta = 0 makes Euler-ancestral deterministic Euler: the world model must pass the config's eta on."""
+    obs_act = None
+    outs = {}
+    for sampler, extra in (("euler", []), ("euler_ancestral", ["diffusion.edm.eta=0"]),
+                           ("euler_ancestral", ["diffusion.edm.eta=1"])):
+        cfg = build_config("smoke", [f"diffusion.sampler={sampler}", "diffusion.num_steps=3", *extra])
+        torch.manual_seed(0)
+        wm = build_world_model(cfg, num_actions=4)
+        if obs_act is None:
+            L = cfg.diffusion.num_history
+            obs_act = (torch.rand(2, L, 3, 16, 16) * 2 - 1, torch.randint(0, 4, (2, L)))
+        outs[(sampler, tuple(extra))] = wm.predict_next(*obs_act, generator=torch.Generator().manual_seed(1))
+    euler = outs[("euler", ())]
+    torch.testing.assert_close(outs[("euler_ancestral", ("diffusion.edm.eta=0",))], euler)
+    assert not torch.allclose(outs[("euler_ancestral", ("diffusion.edm.eta=1",))], euler)

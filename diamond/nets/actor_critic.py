@@ -6,7 +6,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from diamond.nets.blocks import GroupNorm, check_divisible_size, conv1x1, conv3x3, zero_init_
+from diamond.nets.blocks import GroupNorm, check_divisible_size, conv1x1, conv3x3, init_lstm_, zero_init_
 
 
 class SmallResBlock(nn.Module):
@@ -45,6 +45,7 @@ class ActorCriticNet(nn.Module):
         self.trunk = nn.Sequential(*layers)
         feature_dim = channels[-1] * (img_size // 2 ** n) ** 2  # 64 * 4 * 4 = 1024 at paper size
         self.lstm = nn.LSTMCell(feature_dim, lstm_dim)
+        init_lstm_(self.lstm)
         self.policy = zero_init_(nn.Linear(lstm_dim, num_actions))
         self.value = zero_init_(nn.Linear(lstm_dim, 1))
 

@@ -74,6 +74,21 @@ class FourierFeatures(nn.Module):
         return torch.cat([f.cos(), f.sin()], dim=-1)
 
 
+def init_lstm_(lstm: nn.LSTM | nn.LSTMCell) -> None:
+    """Released-code LSTM init: Xavier input weights, orthogonal recurrent weights, zero biases except a
+    forget-gate bias of 1 (remember by default)."""
+    for name, p in lstm.named_parameters():
+        if "weight_ih" in name:
+            nn.init.xavier_uniform_(p)
+        elif "weight_hh" in name:
+            nn.init.orthogonal_(p)
+        else:
+            nn.init.zeros_(p)
+            if "bias_ih" in name:
+                n = p.shape[0] // 4
+                nn.init.ones_(p[n : 2 * n])
+
+
 class GroupNorm(nn.GroupNorm):
     """Affine GroupNorm with the shared group-size rule."""
 
@@ -112,22 +127,31 @@ def _merge_heads(t: Tensor) -> Tensor:
     return t.transpose(1, 2).reshape(b, n, heads * d)
 
 
-class SelfAttention2d(nn.Module):
-    """Multi-head self-attention over all pixels (used at the 8x8 bottleneck); zero-init output."""
+ATTENTION_RESIDUALS = ("normed", "input")
 
-    def __init__(self, channels: int) -> None:
+
+class SelfAttention2d(nn.Module):
+    """Multi-head self-attention over all pixels (used at the 8x8 bottleneck); zero-init output.
+
+    residual="normed" adds the attention output to the group-normalised input, as the released code does
+    (so even a fresh block renormalises its input); "input" is the usual pre-norm residual x + attn(norm x)."""
+
+    def __init__(self, channels: int, residual: str = "normed") -> None:
         super().__init__()
-        self.heads = _heads(channels)
+        if residual not in ATTENTION_RESIDUALS:
+            raise ValueError(f"attention residual must be one of {ATTENTION_RESIDUALS}, got {residual!r}.")
+        self.heads, self.residual = _heads(channels), residual
         self.norm = GroupNorm(channels)
         self.qkv = conv1x1(channels, 3 * channels)
         self.out = zero_init_(conv1x1(channels, channels))
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).flatten(2).transpose(1, 2).chunk(3, dim=-1)  # [b, hw, c] each
+        normed = self.norm(x)
+        q, k, v = self.qkv(normed).flatten(2).transpose(1, 2).chunk(3, dim=-1)  # [b, hw, c] each
         y = F.scaled_dot_product_attention(*(_split_heads(t, self.heads) for t in (q, k, v)))
         y = _merge_heads(y).transpose(1, 2).reshape(b, c, h, w)
-        return x + self.out(y)
+        return (normed if self.residual == "normed" else x) + self.out(y)
 
 
 class CrossAttention2d(nn.Module):
@@ -153,14 +177,14 @@ class ResBlock(nn.Module):
     """AdaGN-SiLU-conv twice plus skip; last conv zero-init so each block starts as the identity."""
 
     def __init__(self, in_channels: int, out_channels: int, cond_dim: int, attention: bool = False,
-                 context_dim: int | None = None) -> None:
+                 context_dim: int | None = None, attention_residual: str = "normed") -> None:
         super().__init__()
         self.proj = conv1x1(in_channels, out_channels) if in_channels != out_channels else nn.Identity()
         self.norm1 = AdaGroupNorm(in_channels, cond_dim)
         self.conv1 = conv3x3(in_channels, out_channels)
         self.norm2 = AdaGroupNorm(out_channels, cond_dim)
         self.conv2 = zero_init_(conv3x3(out_channels, out_channels))
-        self.attn = SelfAttention2d(out_channels) if attention else None
+        self.attn = SelfAttention2d(out_channels, attention_residual) if attention else None
         self.cross_attn = CrossAttention2d(out_channels, context_dim) if context_dim is not None else None
 
     def forward(self, x: Tensor, cond: Tensor, context: Tensor | None = None) -> Tensor:
@@ -180,9 +204,9 @@ class ResBlocks(nn.Module):
     """A stack of ResBlocks; optional per-block skip tensors are concatenated on entry (U-Net decoder)."""
 
     def __init__(self, in_channels: Sequence[int], out_channels: Sequence[int], cond_dim: int,
-                 attention: bool = False, context_dim: int | None = None) -> None:
+                 attention: bool = False, context_dim: int | None = None, attention_residual: str = "normed") -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(ResBlock(i, o, cond_dim, attention, context_dim)
+        self.blocks = nn.ModuleList(ResBlock(i, o, cond_dim, attention, context_dim, attention_residual)
                                     for i, o in zip(in_channels, out_channels, strict=True))
 
     def forward(self, x: Tensor, cond: Tensor, context: Tensor | None = None,

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from diamond.nets.blocks import ResBlocks, check_divisible_size, conv3x3, down_path
+from diamond.nets.blocks import ResBlocks, check_divisible_size, conv3x3, down_path, init_lstm_
 
 REWARD_CLASSES = (-1, 0, 1)  # reward logits index i <-> reward sign REWARD_CLASSES[i]
 NUM_END_CLASSES = 2  # 0: episode goes on, 1: episode ends
@@ -22,7 +22,8 @@ class RewardEndNet(nn.Module):
 
     def __init__(self, num_actions: int, channels: Sequence[int] = (32, 32, 32, 32),
                  depths: Sequence[int] = (2, 2, 2, 2), cond_dim: int = 128, lstm_dim: int = 512,
-                 bottleneck_attention: bool = True, img_channels: int = 3, img_size: int = 64) -> None:
+                 bottleneck_attention: bool = True, img_channels: int = 3, img_size: int = 64,
+                 attention_residual: str = "normed") -> None:
         super().__init__()
         if len(channels) != len(depths) or not channels:
             raise ValueError(f"channels {tuple(channels)} and depths {tuple(depths)} need the same non-zero length.")
@@ -32,9 +33,11 @@ class RewardEndNet(nn.Module):
         self.act_emb = nn.Embedding(num_actions, cond_dim)
         self.conv_in = conv3x3(2 * img_channels, channels[0])
         self.blocks, self.downs = down_path(channels, depths, cond_dim, [False] * n, [None] * n)
-        self.mid = ResBlocks([channels[-1]] * 2, [channels[-1]] * 2, cond_dim, bottleneck_attention)
+        self.mid = ResBlocks([channels[-1]] * 2, [channels[-1]] * 2, cond_dim, bottleneck_attention,
+                             attention_residual=attention_residual)
         feature_dim = channels[-1] * (img_size // 2 ** (n - 1)) ** 2  # 32 * 8 * 8 = 2048 at paper size
         self.lstm = nn.LSTM(feature_dim, lstm_dim, batch_first=True)
+        init_lstm_(self.lstm)
         self.head = nn.Sequential(nn.Linear(lstm_dim, lstm_dim), nn.SiLU(),
                                   nn.Linear(lstm_dim, len(REWARD_CLASSES) + NUM_END_CLASSES, bias=False))
 

@@ -18,7 +18,8 @@ class UNet(nn.Module):
     dimension gets cross-attention in all its blocks (and the bottleneck, for the deepest level)."""
 
     def __init__(self, channels: Sequence[int], depths: Sequence[int], cond_dim: int,
-                 bottleneck_attention: bool = True, context_dims: Sequence[int | None] | None = None) -> None:
+                 bottleneck_attention: bool = True, context_dims: Sequence[int | None] | None = None,
+                 attention_residual: str = "normed") -> None:
         super().__init__()
         if len(channels) != len(depths) or not channels:
             raise ValueError(f"channels {tuple(channels)} and depths {tuple(depths)} need the same non-zero length.")
@@ -29,7 +30,7 @@ class UNet(nn.Module):
         self.num_levels = n
         self.d_blocks, self.downs = down_path(channels, depths, cond_dim, [False] * n, context_dims)
         self.mid = ResBlocks([channels[-1]] * 2, [channels[-1]] * 2, cond_dim, bottleneck_attention,
-                             context_dims[-1])
+                             context_dims[-1], attention_residual)
         u_blocks, ups = [], []
         for i, (c, d) in enumerate(zip(channels, depths)):
             c_prev = channels[max(0, i - 1)]
@@ -60,7 +61,8 @@ class DenoiserNet(nn.Module):
     def __init__(self, num_actions: int, num_history: int = 4, history: HistoryConditioning | str = "frame_stack",
                  channels: Sequence[int] = (64, 64, 64, 64), depths: Sequence[int] = (2, 2, 2, 2),
                  cond_dim: int = 256, bottleneck_attention: bool = True, img_channels: int = 3,
-                 sigma_data: float = 0.5, history_kwargs: dict[str, Any] | None = None) -> None:
+                 sigma_data: float = 0.5, history_kwargs: dict[str, Any] | None = None,
+                 attention_residual: str = "normed") -> None:
         super().__init__()
         if num_actions < 1:
             raise ValueError(f"num_actions must be at least 1, got {num_actions}.")
@@ -75,7 +77,8 @@ class DenoiserNet(nn.Module):
         self.act_emb = nn.Embedding(num_actions, cond_dim // num_history)
         self.cond_mlp = nn.Sequential(nn.Linear(cond_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
         self.conv_in = conv3x3(img_channels + self.history.extra_in_channels, channels[0])
-        self.unet = UNet(channels, depths, cond_dim, bottleneck_attention, self.history.context_dims)
+        self.unet = UNet(channels, depths, cond_dim, bottleneck_attention, self.history.context_dims,
+                         attention_residual)
         self.norm_out = GroupNorm(channels[0])
         self.conv_out = zero_init_(conv3x3(channels[0], img_channels))
 
