@@ -5,22 +5,30 @@ A suite (ablations/<suite>.py) lists its runs in stages; each stage is one launc
 which skips finished runs and resumes partial ones, so the same command can be repeated until everything is
 done. A run depends on an earlier run when a path in its arguments lies inside that run's folder; such a run
 is not started while its input is unfinished, and is reported as blocked.
+A run folder that another process holds (diamond/rundir.py's lock) is "running elsewhere": it is left alone,
+not counted as failed. A finished run whose result.json cannot be read is failed, named, and the rest go on.
 Exit status: 0 all runs done and the report written, 1 a run failed or was blocked or the report could not
-be built, 2 a usage error.
+be built, 2 a usage error, 75 nothing failed but some runs are still running elsewhere, 130 interrupted
+(see diamond/cli.py; --debug shows tracebacks).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Iterator, NoReturn
 
 from ablations.registry import SUITE_MODULES, Suite, SuiteOptions, get_suite
+from diamond.cli import run_cli
 from diamond.config import PROFILES
+from diamond.errors import UsageError
 from diamond.io import CorruptFileError
+from diamond.rundir import lock_holder
 from evaluation.atari import check_game
+from reports.common import read_result
 from slurm.executors import EXECUTOR_KINDS, resolve_kind
 from slurm.launcher import ClusterConfig, RunSpec, dry_run_table, launch, load_cluster_config, run_status
 
@@ -48,8 +56,7 @@ interrupted ones from their last checkpoint.
 """
 
 
-class UsageError(Exception):
-    """A bad command line or option value: exit status 2, one line."""
+EXIT_RUNNING_ELSEWHERE = 75
 
 
 class _Parser(argparse.ArgumentParser):
@@ -143,6 +150,54 @@ def inputs_of(spec: RunSpec, earlier: list[RunSpec]) -> list[RunSpec]:
     return [e for e in earlier if any(p.is_relative_to(e.run_dir.absolute()) for p in paths)]
 
 
+def check_folder(flag: str, path: Path) -> None:
+    """A folder the suite will write into: refused now, not after hours of runs, if it cannot be created or written."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path} is a file, not a folder; choose another {flag}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with open(path / f".write-test-{os.getpid()}", "wb"):
+            pass
+        (path / f".write-test-{os.getpid()}").unlink()
+    except OSError as e:
+        raise UsageError(f"{flag} {path} is not writable ({e.strerror}); choose another {flag}") from e
+
+
+def check_executor(executor: str) -> str:
+    """The executor that will run; Slurm is refused in one sentence when this machine has no Slurm."""
+    kind = resolve_kind(executor)
+    if kind == "slurm" and shutil.which("sbatch") is None:
+        raise UsageError("--executor slurm: Slurm is not installed here (no sbatch on PATH); use --executor "
+                         "local, or launch from the cluster's login node")
+    return kind
+
+
+def corrupt_results(specs: list[RunSpec]) -> dict[str, str]:
+    """Runs whose result.json exists but cannot be read: failed, with the file and what to do named."""
+    out = {}
+    for spec in specs:
+        if (spec.run_dir / "result.json").is_file():
+            try:
+                read_result(spec.run_dir)
+            except CorruptFileError as e:
+                out[spec.name] = f"{e}; move the folder {spec.run_dir} away to train this run again"
+    return out
+
+
+def running_elsewhere(specs: list[RunSpec]) -> dict[str, str]:
+    """Unfinished runs whose folder another live process holds: 'pid N on host H'."""
+    return {s.name: holder for s in specs if run_status(s) != "done" and (holder := lock_holder(s.run_dir))}
+
+
+def other_profiles(opts: SuiteOptions, suite: str) -> list[str]:
+    """Profiles of this suite, other than the one asked for, with finished runs under --out."""
+    root = opts.suite_dir(suite).parent
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir()
+                  if d.is_dir() and d.name != opts.profile and any(d.glob("*/result.json")))
+
+
 def dry_run(suite: Suite, stages: list[list[RunSpec]], opts: SuiteOptions, executor: str) -> int:
     print(f"suite {suite.name} (profile {opts.profile}, executor {executor}): {suite.paper_artefact}")
     print(suite.description)
@@ -150,6 +205,10 @@ def dry_run(suite: Suite, stages: list[list[RunSpec]], opts: SuiteOptions, execu
         print(f"\nstage {i}/{len(stages)}: {len(stage)} runs")
         print(dry_run_table(stage))
     specs = [s for stage in stages for s in stage]
+    for name, why in corrupt_results(specs).items():
+        print(f"  CORRUPT {name}: {why}")
+    for name, holder in running_elsewhere(specs).items():
+        print(f"  RUNNING ELSEWHERE {name}: its folder is held by {holder}")
     todo = sum(s.gpu_hours for s in specs if run_status(s) != "done")
     print(f"\nall stages: {len(specs)} runs; {sum(s.gpu_hours for s in specs):.1f} GPU-hours projected, "
           f"{todo:.1f} still to run. Nothing was submitted (--dry-run).")
@@ -157,30 +216,53 @@ def dry_run(suite: Suite, stages: list[list[RunSpec]], opts: SuiteOptions, execu
 
 
 def run_stages(stages: list[list[RunSpec]], args: argparse.Namespace, opts: SuiteOptions, suite: Suite,
-               cluster: ClusterConfig | None) -> bool:
-    """Launch the stages in order; True when every run of every stage is done."""
+               cluster: ClusterConfig | None) -> tuple[bool, bool]:
+    """Launch the stages in order; (every run done or running elsewhere, some run is running elsewhere)."""
     log_dir = opts.suite_dir(suite.name) / "logs"
     logs: dict[str, Path] = {}
     earlier: list[RunSpec] = []
-    ok = True
+    ok, waiting = True, set[str]()
+    corrupt = corrupt_results([s for stage in stages for s in stage])
+
+    def unfinished(spec: RunSpec) -> bool:
+        return run_status(spec) != "done" or spec.name in corrupt
+
     for i, stage in enumerate(stages, 1):
-        blocked = {s.name: [e for e in inputs_of(s, earlier) if run_status(e) != "done"] for s in stage}
+        blocked = {s.name: [e for e in inputs_of(s, earlier) if unfinished(e)] for s in stage}
         blocked = {name: inputs for name, inputs in blocked.items() if inputs}
-        print(f"stage {i}/{len(stages)}: {len(stage)} runs ({len(blocked)} blocked by unfinished inputs)")
-        report = launch([s for s in stage if s.name not in blocked], args.executor, log_dir=log_dir,
+        elsewhere = running_elsewhere([s for s in stage if s.name not in blocked])
+        print(f"stage {i}/{len(stages)}: {len(stage)} runs ({len(blocked)} blocked by unfinished inputs, "
+              f"{len(elsewhere)} running elsewhere)")
+        skip = set(blocked) | set(elsewhere) | set(corrupt)
+        report = launch([s for s in stage if s.name not in skip], args.executor, log_dir=log_dir,
                         cluster=cluster, max_parallel=args.max_parallel)
+        # a folder locked after the check above (a race with another launch) is running elsewhere too
+        elsewhere.update({name: "another process" for name, _ in report.elsewhere})
         print(report.summary())
+        for name in (s.name for s in stage if s.name in corrupt):
+            print(f"  FAILED {name}: {corrupt[name]}")
+        for name, holder in elsewhere.items():
+            print(f"  RUNNING ELSEWHERE {name}: its folder is held by {holder}; not started here. Re-run this "
+                  "command when it has finished")
         logs.update({name: log for name, _, log in report.failed})
         for name, inputs in blocked.items():
-            why = ", ".join(f"{e.name} (log: {logs[e.name]})" if e.name in logs else f"{e.name} ({run_status(e)})"
+            why = ", ".join(f"{e.name} (log: {logs[e.name]})" if e.name in logs else
+                            f"{e.name} ({'corrupt result.json' if e.name in corrupt else run_status(e)})"
                             for e in inputs)
             print(f"  BLOCKED {name}: its input run(s) did not finish: {why}")
-        ok = ok and report.ok and not blocked
+        waiting.update(elsewhere)  # a run blocked only by runs going on elsewhere is waiting, not failed
+        waiting.update(n for n, ins in blocked.items() if all(e.name in waiting for e in ins))
+        ok = ok and report.ok and not any(s.name in corrupt for s in stage) and set(blocked) <= waiting
         earlier += stage
-    return ok
+    return ok, bool(waiting)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line under the shared error path (diamond/cli.py): returns the exit status."""
+    return run_cli("run_suite.py", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     # local job processes unpickle our callables: they must import this repository whatever their cwd
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
@@ -188,25 +270,35 @@ def main(argv: list[str] | None = None) -> int:
         suite = load_suite(args.suite)
         opts = suite_options(args)
         cluster = cluster_config(args.cluster)
+        if args.out.exists() and not args.out.is_dir():
+            raise UsageError(f"--out {args.out} is a file, not a folder; choose another --out")
         stages = suite.stages(opts)
-    except (UsageError, ValueError) as e:
-        print(f"run_suite.py: error: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:
+        raise UsageError(str(e)) from e
     if args.dry_run:
         return dry_run(suite, stages, opts, resolve_kind(args.executor))
-    ok = True
+    check_folder("--report-dir", args.report_dir)
+    ok, waiting = True, False
     if not args.report_only:
+        check_executor(args.executor)
         try:
-            ok = run_stages(stages, args, opts, suite, cluster)
+            ok, waiting = run_stages(stages, args, opts, suite, cluster)
         except (ImportError, ValueError) as e:  # a grid that cannot be submitted at all (e.g. a broken entry)
             print(f"run_suite.py: error: nothing was launched: {e}", file=sys.stderr)
             return 1
     try:
         md, pdf = suite.report(opts)
     except (ValueError, OSError, CorruptFileError) as e:
-        print(f"run_suite.py: report not built: {e}", file=sys.stderr)
+        others = other_profiles(opts, suite.name)
+        hint = (f"; runs of this suite exist at profile {', '.join(others)} under {opts.suite_dir(suite.name).parent}:"
+                f" add --profile {others[0]}" if others else "")
+        print(f"run_suite.py: report not built: {e}{hint}", file=sys.stderr)
         return 1
     print(f"report written: {md} and {pdf}")
+    if ok and waiting:
+        print("some runs are still running elsewhere: the report covers the finished ones; re-run this command "
+              "when they have finished")
+        return EXIT_RUNNING_ELSEWHERE
     return 0 if ok else 1
 
 

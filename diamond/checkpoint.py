@@ -41,7 +41,8 @@ def load_checkpoint(path: Path, config_hash: str, device: torch.device) -> dict[
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise CorruptFileError(f"{path}: cannot load checkpoint ({e})") from e
+        raise CorruptFileError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(e).__name__}); move "
+                               "the run folder away to start the run again, or restore the file") from e
     if state.get("config_hash") != config_hash:
         raise CorruptFileError(f"{path}: checkpoint was written by a different config; use another run folder")
     return state

@@ -195,7 +195,10 @@ class ReplayBuffer:
         """Read back the last committed `save()` exactly; a damaged file raises CorruptFileError naming it."""
         directory = Path(directory)
         index_path = directory / INDEX_FILE
-        index = read_json(index_path)
+        try:
+            index = read_json(index_path)
+        except FileNotFoundError:
+            raise CorruptFileError(f"{index_path} is missing; {_DAMAGED}") from None
         try:
             lengths = [int(entry["num_steps"]) for entry in index["episodes"]]
             valid = index["format"] == _FORMAT_VERSION and all(
@@ -204,12 +207,15 @@ class ReplayBuffer:
         except (KeyError, TypeError, ValueError):
             valid = False
         if not valid:
-            raise CorruptFileError(f"{index_path}: not a replay index of format {_FORMAT_VERSION}.")
+            raise CorruptFileError(f"{index_path}: not a replay index of format {_FORMAT_VERSION}; {_DAMAGED}")
         buf = cls(directory)
         for i, num_steps in enumerate(lengths):
             buf.add_episode(_read_episode(directory / _episode_file(i), num_steps))
             buf._saved_steps[-1] = num_steps
         return buf
+
+
+_DAMAGED = "the replay is damaged: move the run folder away and start the run again"
 
 
 def _episode_file(i: int) -> str:
@@ -222,9 +228,10 @@ def _read_episode(path: Path, num_steps: int) -> Episode:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in ("obs", "act", "rew", "end", "trunc")}
     except FileNotFoundError:
-        raise CorruptFileError(f"{path}: episode file listed in the replay index is missing.") from None
+        raise CorruptFileError(f"{path}: episode file listed in the replay index is missing; {_DAMAGED}") from None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise CorruptFileError(f"{path}: corrupt or truncated episode file ({type(e).__name__}: {e}).") from e
+        # not numpy's message: for a non-.npz file it suggests allow_pickle, which must never be used on these files
+        raise CorruptFileError(f"{path}: not a readable episode file (corrupt or truncated); {_DAMAGED}") from e
     if len(arrays["act"]) < num_steps:
         raise CorruptFileError(
             f"{path}: holds {len(arrays['act'])} steps but the replay index commits {num_steps}."

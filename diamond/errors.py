@@ -10,3 +10,23 @@ class KnownError(Exception):
     """A failure the user can fix from the message alone; exit status `exit_code`."""
 
     exit_code: int = 1
+
+
+class UsageError(KnownError):
+    """A bad command-line flag or value; the message names the flag."""
+
+    exit_code = 2
+
+
+class RunFolderError(KnownError):
+    """A run folder that cannot be used (a file, not writable, or another run's); the message names it."""
+
+
+class RunIdentityError(RunFolderError):
+    """The run folder holds another run (game, seed, profile or config differ); the message names the fields."""
+
+
+class RunLockedError(RunFolderError):
+    """Another live process holds the run folder's lock: the run is running elsewhere (exit 75, retry later)."""
+
+    exit_code = 75

@@ -18,12 +18,26 @@ class CorruptFileError(KnownError, RuntimeError):
     """A file on disk could not be read back; the message names it."""
 
 
+def _read_umask() -> int:
+    """The process umask, read once: os.umask can only be read by setting it, so set it straight back."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def atomic_write(path: str | os.PathLike, write_fn: Callable[[io.BufferedWriter], None]) -> Path:
-    """Write through a temp file in the same folder, fsync, then rename: readers never see half a file."""
+    """Write through a temp file in the same folder, fsync, then rename: readers never see half a file.
+
+    mkstemp creates the temp file 0600; it gets the mode a plain open() would give (0666 & ~umask) before
+    the rename, so colleagues sharing a cluster folder can read reports, results and checkpoints."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
             f.flush()
@@ -70,7 +84,9 @@ def read_yaml(path: str | os.PathLike) -> Any:
     except FileNotFoundError:
         raise
     except (OSError, yaml.YAMLError) as e:
-        raise CorruptFileError(f"{path}: not valid YAML ({e})") from e
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise CorruptFileError(f"{path}: not valid YAML ({getattr(e, 'problem', None) or e}{where})") from e
 
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:

@@ -1,10 +1,13 @@
 """Command line for one run: `python -m diamond.train --game Breakout --seed 0 --profile smoke --out runs/x [a.b=c ...]`.
 
-Starting the same command again resumes from the last checkpoint; on a finished run it does nothing."""
+Starting the same command again resumes from the last checkpoint; on a finished run it does nothing. A run
+folder belongs to one run (diamond/rundir.py): another game, seed, profile or config is refused, and a second
+process on a folder that is running fails at once. Exit statuses: see diamond/cli.py."""
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 from pathlib import Path
@@ -12,8 +15,18 @@ from typing import Any
 
 import torch
 
-from diamond.config import PROFILES, ConfigError, build_config, from_dict
-from diamond.io import read_yaml
+from diamond.cli import run_cli
+from diamond.config import PROFILES, Config, ConfigError, build_config, config_hash, to_dict
+from diamond.envs import ATARI_100K_GAMES, validate_game
+from diamond.errors import UsageError
+from diamond.rundir import claim
+
+# Seconds per update of the paper-size networks at batch 32 on one core of a 2-core AMD EPYC, measured by
+# `python -m diamond.bench --profile paper` (docs/performance.md); a CPU run is warned about with them.
+CPU_SECONDS_PER_UPDATE = {"denoiser_update": 24.2, "reward_end_update": 33.0, "actor_critic_update": 162.0}
+WARN_ABOVE_HOURS = 1.0
+PAPER_CHANNELS = build_config("paper").denoiser.channels  # the networks those figures were measured on
+PROG = "python -m diamond.train"
 
 
 def run(run_dir: str | Path, game: str, seed: int = 0, profile: str = "paper", overrides: list[str] | None = None,
@@ -26,21 +39,58 @@ def run(run_dir: str | Path, game: str, seed: int = 0, profile: str = "paper", o
         # One thread per run unless asked otherwise: OpenMP spin-waits make oversubscribed CPUs (parallel
         # local runs, a busy machine) tens of times slower, and small networks gain little from more threads.
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    config_file = Path(run_dir) / "config.yaml"
-    if config_file.exists() and not (Path(run_dir) / "result.json").exists():
-        on_disk = from_dict(read_yaml(config_file))
-        if on_disk != cfg:
-            raise ConfigError(f"{config_file} holds a different config than requested; resume with the same "
-                              "arguments or choose another --out")
-    return Trainer(cfg, run_dir, epoch_hook=epoch_hook).run()
+    identity = {"game": game, "seed": seed, "profile": profile, "config_hash": config_hash(cfg)}
+    with claim(run_dir, identity, config=to_dict(cfg)):
+        return Trainer(cfg, run_dir, epoch_hook=epoch_hook).run()
+
+
+def check_game(game: str) -> None:
+    """--game must name an ALE game; a near miss of an Atari 100k game is suggested, not the ~100 names."""
+    try:
+        validate_game(game)
+    except ValueError:
+        lower = {g.lower(): g for g in ATARI_100K_GAMES}
+        close = [lower[g] for g in difflib.get_close_matches(game.lower(), list(lower), n=3, cutoff=0.6)]
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        raise UsageError(f"--game {game!r} is not an Atari game.{hint} The Atari 100k games are "
+                         f"{', '.join(ATARI_100K_GAMES)}.") from None
+
+
+def projected_cpu_hours(cfg: Config) -> float:
+    """Hours of the run's updates at the measured CPU speed, scaled linearly by the batch size."""
+    from diamond.bench import schedule
+
+    counts = schedule(cfg, eval_episode_steps=0)
+    scale = cfg.training.batch_size / 32
+    return sum(counts[k] * s * scale for k, s in CPU_SECONDS_PER_UPDATE.items()) / 3600
+
+
+def warn_if_cpu(cfg: Config) -> None:
+    """A paper-size run without a GPU would take months: say so before it starts."""
+    if cfg.perf.device.startswith("cuda") or (cfg.perf.device == "auto" and torch.cuda.is_available()):
+        return
+    if cfg.denoiser.channels != PAPER_CHANNELS:
+        return
+    hours = projected_cpu_hours(cfg)
+    if hours > WARN_ABOVE_HOURS:
+        when = f"{hours / 24:,.0f} days" if hours > 48 else f"{hours:,.0f} hours"
+        print(f"warning: no GPU is in use; this {cfg.profile}-profile run would take about {when} on one CPU core "
+              f"(per-update times of python -m diamond.bench, docs/performance.md). Use --profile smoke for a "
+              "CPU check, or run on a GPU.", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line under the shared error path (diamond/cli.py): returns the exit status."""
+    return run_cli(PROG, _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m diamond.train",
+        prog=PROG,
         description="Train DIAMOND on one Atari 100k game (Algorithm 1), writing one resumable run folder.",
         epilog="Overrides are dotted config keys, e.g. diffusion.sampler=heun diffusion.num_steps=5 "
-               "diffusion.edm.sigma_offset_noise=0 training.epochs=10. See diamond/config.py for every field.",
+               "diffusion.edm.sigma_offset_noise=0 training.epochs=10. See diamond/config.py for every field. "
+               "--debug (or DIAMOND_DEBUG=1) shows the traceback of an error.",
     )
     parser.add_argument("--game", required=True, help="Atari game, e.g. Breakout (the 26 Atari 100k games)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed reproduces the run (default 0)")
@@ -49,11 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="run folder (config.yaml, metrics.jsonl, checkpoints/, result.json)")
     parser.add_argument("overrides", nargs="*", help="config overrides section.field=value")
     args = parser.parse_args(argv)
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    check_game(args.game)
     try:
-        result = run(args.out, args.game, args.seed, args.profile, args.overrides)
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        cfg = build_config(args.profile, args.overrides, seed=args.seed, **{"env.game": args.game})
+    except ConfigError as e:
+        raise UsageError(str(e)) from e
+    warn_if_cpu(cfg)
+    result = run(args.out, args.game, args.seed, args.profile, args.overrides)
     print(f"{args.game} seed {args.seed}: mean return {result['mean_return']:.1f} over {result['num_episodes']} "
           f"episodes, {result['env_steps']} env steps, {result['wall_time_s']:.0f} s -> {Path(args.out) / 'result.json'}")
     return 0

@@ -16,8 +16,10 @@ from diamond.config import Config, config_hash, to_dict
 from diamond.data import ReplayBuffer, sample_segments, to_float
 from diamond.envs import EnvBatch, make_env, num_actions
 from diamond.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from diamond.games import GAMES, human_normalized_score
 from diamond.io import append_jsonl, atomic_write_json, atomic_write_yaml, read_json
 from diamond.perf import DeviceReplay, apply_module_switches
+from diamond.rundir import repair_metrics
 
 EpochHook = Callable[[int, "Trainer"], None]
 
@@ -35,6 +37,7 @@ class Trainer:
         self.cfg, self.run_dir, self.epoch_hook = cfg, Path(run_dir), epoch_hook
         self.device = resolve_device(cfg.perf.device)
         self.ckpt_path = self.run_dir / "checkpoints" / "last.pt"
+        self.metrics_path = self.run_dir / "metrics.jsonl"
         self.result_path = self.run_dir / "result.json"
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
@@ -136,6 +139,11 @@ class Trainer:
         obs = to_float(seg.obs) * seg.mask[:, :, None, None, None]
         return obs, seg
 
+    def _new_contexts(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n fresh real contexts for imagined envs that terminated (the `refill` of world_model.imagine)."""
+        obs, seg = self._segments(self.cfg.training.burn_in, "left")
+        return obs[:n], seg.act[:n]
+
     def train_phase(self, name: str, steps: int) -> dict[str, float]:
         t, d = self.cfg.training, self.cfg.diffusion
         logs: list[dict[str, float]] = []
@@ -148,7 +156,7 @@ class Trainer:
                 logs.append(self.learner.update_reward_end(obs, seg.act, seg.rew, seg.end, seg.mask))
             else:
                 obs, seg = self._segments(t.burn_in, "left")
-                logs.append(self.learner.update_actor_critic(obs, seg.act))
+                logs.append(self.learner.update_actor_critic(obs, seg.act, refill=self._new_contexts))
         return {k: float(np.mean([l[k] for l in logs])) for k in logs[0]} if logs else {}
 
     # ------------------------------------------------------------------ evaluation
@@ -196,6 +204,9 @@ class Trainer:
         resumed = self.load_checkpoint()
         if resumed:
             print(f"{self.run_dir}: resuming after epoch {self.epoch} ({self.replay.num_steps} env steps in replay)")
+        note = repair_metrics(self.metrics_path, upto=self.epoch)  # lines a kill left past the checkpoint
+        if note:
+            print(note)
         t = self.cfg.training
         while self.epoch < t.epochs:
             start = time.perf_counter()
@@ -218,7 +229,7 @@ class Trainer:
             self.wall_time += elapsed
             metrics.update({"epoch": self.epoch, "env_steps": self.replay.num_steps, "epoch_time_s": elapsed,
                             "wall_time_s": self.wall_time})
-            append_jsonl(self.run_dir / "metrics.jsonl", metrics)
+            append_jsonl(self.metrics_path, metrics)
             self.save_checkpoint()
             if self.epoch_hook is not None:
                 self.epoch_hook(self.epoch, self)
@@ -228,8 +239,6 @@ class Trainer:
         start = time.perf_counter()
         returns = self.evaluate(self.cfg.training.eval_episodes)
         self.wall_time += time.perf_counter() - start
-        from evaluation.atari import GAMES, human_normalized_score
-
         mean = float(np.mean(returns))
         result = {
             "game": self.cfg.env.game, "seed": self.cfg.seed, "profile": self.cfg.profile,
@@ -239,6 +248,6 @@ class Trainer:
             "env_steps": self.replay.num_steps, "epochs": self.epoch, "wall_time_s": self.wall_time,
             "device": str(self.device), "nfe": self.agent.world_model.nfe,
         }
-        append_jsonl(self.run_dir / "metrics.jsonl", {"epoch": self.epoch, "eval/return": mean, "final": True})
+        append_jsonl(self.metrics_path, {"epoch": self.epoch, "eval/return": mean, "final": True})
         atomic_write_json(self.result_path, result)
         return result

@@ -1,21 +1,23 @@
 """Reference scores of the 26 Atari 100k games and the human-normalized score (HNS).
 
-The random and human scores are read from the package's transcription of the paper's Table 1
-(first two columns, `data/table1.csv`), so there is exactly one copy of those numbers.
+The games, random and human scores are diamond/games.py's (the trainer needs them too, and layers import
+downward); this module re-exports them and checks at import that the package's transcription of the paper's
+Table 1 (`data/table1.csv`, whose first two columns are those scores) agrees, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
-import difflib
 import io
 from importlib import resources
-from types import MappingProxyType
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
+from diamond.games import GAMES, HUMAN_SCORES, RANDOM_SCORES, check_game, human_normalized_score
 from diamond.io import CorruptFileError
+
+__all__ = ["GAMES", "HUMAN_SCORES", "RANDOM_SCORES", "TABLE1_FILE", "add_hns", "check_game",
+           "human_normalized_score", "read_package_csv"]
 
 TABLE1_FILE = "table1.csv"
 
@@ -29,36 +31,17 @@ def read_package_csv(name: str) -> pd.DataFrame:
         raise CorruptFileError(f"{ref}: not a readable CSV ({e})") from e
 
 
-def _reference_scores() -> tuple[tuple[str, ...], Mapping[str, float], Mapping[str, float]]:
+def _check_table1() -> None:
+    """table1.csv's game, Random and Human columns must equal diamond/games.py's, in the same order."""
     table = read_package_csv(TABLE1_FILE)
     missing = {"game", "Random", "Human"} - set(table.columns)
-    if missing or len(table) != 26 or table[["Random", "Human"]].isna().any().any():
-        raise CorruptFileError(f"evaluation/data/{TABLE1_FILE}: expected 26 games with columns game, Random, "
-                               f"Human and no empty cells (missing columns: {sorted(missing)}, rows: {len(table)})")
-    games = tuple(str(g) for g in table["game"])
-    random = MappingProxyType({g: float(s) for g, s in zip(games, table["Random"])})
-    human = MappingProxyType({g: float(s) for g, s in zip(games, table["Human"])})
-    return games, random, human
+    if missing or tuple(str(g) for g in table["game"]) != GAMES or [
+            (RANDOM_SCORES[g], HUMAN_SCORES[g]) for g in GAMES] != list(zip(table["Random"], table["Human"])):
+        raise CorruptFileError(f"evaluation/data/{TABLE1_FILE}: its game, Random and Human columns must equal "
+                               f"diamond/games.py's 26 games and scores (missing columns: {sorted(missing)})")
 
 
-GAMES, RANDOM_SCORES, HUMAN_SCORES = _reference_scores()
-
-
-def check_game(game: str) -> str:
-    """Return `game` if it is one of the 26 Atari 100k games, else raise naming close matches."""
-    if game in RANDOM_SCORES:
-        return game
-    close = difflib.get_close_matches(str(game), GAMES, n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(f"Unknown Atari 100k game {game!r}.{hint} Valid games: {', '.join(GAMES)}.")
-
-
-def human_normalized_score(game: str, score: float | np.ndarray) -> float | np.ndarray:
-    """HNS = (score - random) / (human - random) (Wang et al., 2016; the paper's Table 1 metric)."""
-    check_game(game)
-    random, human = RANDOM_SCORES[game], HUMAN_SCORES[game]
-    hns = (np.asarray(score, dtype=np.float64) - random) / (human - random)
-    return float(hns) if hns.ndim == 0 else hns
+_check_table1()
 
 
 def add_hns(df: pd.DataFrame, score_col: str = "score", out_col: str = "hns") -> pd.DataFrame:

@@ -46,6 +46,11 @@ def fake_grid(root: Path, profile: str = "smoke", overrides: tuple[str, ...] = (
     return opts, specs
 
 
+def build(opts: SuiteOptions, specs: list) -> tuple[Path, Path]:
+    """The report as the suite builds it: its context and constants handed in."""
+    return build_report(opts.report_context(atari100k.NAME), specs, default_seeds=atari100k.DEFAULT_SEEDS, reps=REPS)
+
+
 def read_runs(md: Path) -> pd.DataFrame:
     runs = pd.read_csv(md.parent / "tables" / "runs.csv")
     return runs.assign(game=runs["run"].str.rsplit("-s", n=1).str[0])
@@ -54,7 +59,7 @@ def read_runs(md: Path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[SuiteOptions, Path, Path]:
     opts, _ = fake_grid(tmp_path_factory.mktemp("a100k"))
-    md, pdf = build_report(opts, atari100k.stages(opts)[0], reps=REPS)
+    md, pdf = build(opts, atari100k.stages(opts)[0])
     return opts, md, pdf
 
 
@@ -128,7 +133,7 @@ def test_pdf_pages_and_figures(built) -> None:
 def test_incomplete_grid_overrides_and_paper_profile(tmp_path: Path) -> None:
     opts, specs = fake_grid(tmp_path, profile="paper", overrides=("training.batch_size=16",))
     (specs[-1].run_dir / "result.json").unlink()
-    md, pdf = build_report(opts, specs, reps=REPS)
+    md, pdf = build(opts, specs)
     text = md.read_text()
     assert "Profile **" not in text, "no profile banner at the paper profile"
     assert f"Only 5 of 6 runs of the grid have finished; missing: {specs[-1].name}" in text
@@ -138,9 +143,17 @@ def test_incomplete_grid_overrides_and_paper_profile(tmp_path: Path) -> None:
     assert "needs at least 2 runs per game" in text, "one game has a single seed: no probability of improvement"
 
 
+def test_corrupt_result_is_listed_as_failed(tmp_path: Path) -> None:
+    opts, specs = fake_grid(tmp_path, profile="paper")
+    (specs[0].run_dir / "result.json").write_text("{not json")
+    md, _ = build(opts, specs)
+    text = " ".join(md.read_text().split())
+    assert f"{specs[0].name} (failed: unreadable {specs[0].run_dir / 'result.json'})" in text
+
+
 def test_full_benchmark_one_seed(tmp_path: Path) -> None:
     opts, specs = fake_grid(tmp_path, profile="paper", games=None, seeds=1)
-    md, pdf = build_report(opts, specs, reps=REPS)
+    md, pdf = build(opts, specs)
     text = md.read_text()
     banners = [line for line in text.splitlines() if line.startswith("> **Warning:**")]
     assert len(banners) == 1 and "1 of the 5 seeds per game" in banners[0] and "games (" not in banners[0]
@@ -156,7 +169,7 @@ def test_full_benchmark_one_seed(tmp_path: Path) -> None:
 def test_no_finished_run_is_a_clear_error(tmp_path: Path) -> None:
     opts = SuiteOptions(profile="smoke", out=tmp_path / "runs", games=("Pong",), seeds=1, report_root=tmp_path)
     with pytest.raises(ValueError, match="no finished run"):
-        build_report(opts, atari100k.stages(opts)[0], reps=REPS)
+        build(opts, atari100k.stages(opts)[0])
 
 
 def test_common_helpers(monkeypatch: pytest.MonkeyPatch) -> None:

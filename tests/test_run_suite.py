@@ -44,7 +44,7 @@ def test_dry_run_lists_the_130_runs_and_submits_nothing(tmp_path: Path, capsys: 
 @pytest.mark.parametrize("argv, message", [
     (["--suite", "nope"], "invalid choice: 'nope' (choose from 'atari100k', 'ablation_ddpm_vs_edm'"),
     (["--suite", "atari100k", "--profile", "huge"],
-     "invalid choice: 'huge' (choose from 'paper', 'small', 'smoke')"),
+     "invalid choice: 'huge' (choose from 'paper', 'small', 'smoke'"),
     (["--suite", "atari100k", "--executor", "cloud"], "invalid choice: 'cloud'"),
 ])
 def test_unknown_suite_profile_executor(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from diamond.config import build_config
+from diamond.errors import RunIdentityError
 from diamond.io import read_jsonl, read_yaml
 from diamond.train import main, run
 
@@ -92,10 +94,135 @@ def test_resume_with_other_config_is_refused(tmp_path: Path) -> None:
     with pytest.raises(Interrupt):
         run(run_dir, "Breakout", seed=0, profile="smoke", overrides=TINY,
             epoch_hook=lambda e, t: (_ for _ in ()).throw(Interrupt()))
-    with pytest.raises(ValueError, match="different config"):
+    with pytest.raises(RunIdentityError, match=r"config differs in training\.gamma \(0\.985 on disk, 0\.9 requested\)"):
         run(run_dir, "Breakout", seed=0, profile="smoke", overrides=TINY + ["training.gamma=0.9"])
 
 
 def test_cli_reports_config_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["--game", "NotAGame", "--profile", "smoke", "--out", str(tmp_path / "x")]) == 2
     assert "NotAGame" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- a run folder belongs to one run (issue 12)
+
+class Kill(BaseException):
+    """A simulated SIGKILL: nothing in the trainer catches a BaseException that is not an Exception."""
+
+
+class WriteFaults:
+    """Counts every write of a run (each atomic commit and each metrics append) and kills the run at the k-th:
+    before an atomic commit (its temp file is discarded), or halfway through a metrics line (a torn line)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import diamond.trainer
+
+        self.kill_at: int | None = None
+        self.count, self.names = 0, []
+        real_replace, real_append = os.replace, diamond.trainer.append_jsonl
+
+        def replace(src, dst, *args, **kwargs):
+            self._tick(Path(dst).name)
+            return real_replace(src, dst, *args, **kwargs)
+
+        def append(path, record):
+            if self._tick(f"{Path(path).name} (append)", raise_now=False):
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record)[:12])
+                raise Kill()
+            return real_append(path, record)
+
+        monkeypatch.setattr(os, "replace", replace)
+        monkeypatch.setattr(diamond.trainer, "append_jsonl", append)
+
+    def _tick(self, name: str, raise_now: bool = True) -> bool:
+        self.count += 1
+        self.names.append(name)
+        hit = self.count == self.kill_at
+        if hit and raise_now:
+            raise Kill()
+        return hit
+
+    def run(self, run_dir: Path, kill_at: int | None) -> dict | None:
+        self.kill_at, self.count = kill_at, 0
+        try:
+            return run(run_dir, "Breakout", seed=1, profile="smoke", overrides=TINY)
+        except Kill:
+            return None
+        finally:
+            self.kill_at = None
+
+
+def _comparable(run_dir: Path) -> tuple[dict, list[tuple[int, bool]]]:
+    result = {k: v for k, v in json.loads((run_dir / "result.json").read_text()).items() if "time" not in k}
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return result, [(json.loads(line)["epoch"], bool(json.loads(line).get("final"))) for line in lines]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """One uninterrupted TINY run, and the names of its writes in order."""
+    mp = pytest.MonkeyPatch()
+    try:
+        faults = WriteFaults(mp)
+        run_dir = tmp_path_factory.mktemp("reference") / "run"
+        faults.run(run_dir, None)
+        return run_dir, list(faults.names)
+    finally:
+        mp.undo()
+
+
+def kill_moments(names: list[str], n: int) -> list[int]:
+    """n write indices (1-based) spread evenly over the whole run, first and last write included."""
+    return sorted({round(1 + i * (len(names) - 1) / (n - 1)) for i in range(n)})
+
+
+def check_kills(reference: tuple[Path, list[str]], kills: list[int], tmp_path: Path,
+                monkeypatch: pytest.MonkeyPatch) -> int:
+    ref_dir, names = reference
+    want = _comparable(ref_dir)
+    assert want[1] == [(1, False), (2, False), (3, False), (3, True)]
+    faults = WriteFaults(monkeypatch)
+    identical = 0
+    for k in kills:
+        run_dir = tmp_path / f"kill{k}"
+        assert faults.run(run_dir, k) is None, f"write {k} ({names[k - 1]}) was not reached"
+        faults.run(run_dir, None)
+        got = _comparable(run_dir)
+        assert got[1] == want[1], f"kill before write {k} ({names[k - 1]}): metrics epochs {got[1]}"
+        identical += got == want
+    return identical
+
+
+def test_killed_between_any_two_writes_resumes_to_the_same_folder(reference, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two kills in the default run: halfway through epoch 2's metrics line (Finding 3: the torn line and the line
+    past the checkpoint are dropped, not duplicated or glued), and just before result.json."""
+    names = reference[1]
+    appends = [i + 1 for i, name in enumerate(names) if name == "metrics.jsonl (append)"]
+    kills = [appends[1], len(names)]
+    assert names[kills[1] - 1] == "result.json"
+    assert check_kills(reference, kills, tmp_path, monkeypatch) == len(kills)
+
+
+@pytest.mark.slow
+def test_ten_kills_resume_to_the_same_folder(reference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kills = kill_moments(reference[1], 10)
+    assert len(kills) == 10
+    identical = check_kills(reference, kills, tmp_path, monkeypatch)
+    print(f"{identical}/10 kills resumed to an identical result")
+    assert identical == 10
+
+
+def test_a_finished_folder_refuses_another_run(reference, capsys: pytest.CaptureFixture[str]) -> None:
+    """Finding 1: another game or seed on a finished folder was answered with the finished run's result."""
+    run_dir = reference[0]
+    assert main(["--game", "Pong", "--seed", "1", "--profile", "smoke", "--out", str(run_dir), *TINY]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"python -m diamond.train: error: {run_dir} holds another run (game Breakout seed 1 profile smoke): "
+                   "game 'Breakout' on disk vs 'Pong' requested; repeat that run's own arguments to resume it, or "
+                   "choose another --out")
+    assert main(["--game", "Breakout", "--seed", "2", "--profile", "smoke", "--out", str(run_dir), *TINY]) == 1
+    assert "seed 1 on disk vs 2 requested" in capsys.readouterr().err
+    assert main(["--game", "Breakout", "--seed", "1", "--profile", "smoke", "--out", str(run_dir), *TINY,
+                 "training.gamma=0.9"]) == 1
+    assert "config differs in training.gamma (0.985 on disk, 0.9 requested)" in capsys.readouterr().err

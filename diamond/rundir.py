@@ -1,0 +1,201 @@
+"""A run folder belongs to one run: what it is (identity), who writes it (lock), and repair on resume.
+
+- Identity: `run.json` records the run's game, seed, profile and config hash when the folder is first
+  claimed; a later command asking for another run is refused in one sentence naming the differing fields,
+  whether the run finished or not (folders from before this file existed are read from result.json or
+  config.yaml).
+- Lock: `.lock` is held with an exclusive OS lock (flock) for the whole run, so the kernel releases it
+  when the process dies (SIGKILL, Slurm preemption): there is never a stale lock to clean up. It holds the
+  holder's PID and host, which a second process names when it is refused.
+- Repair: `metrics.jsonl` is cut back to the epochs (or steps) the checkpoint holds, dropping torn lines,
+  before a resumed run appends to it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import json
+import os
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, TypeVar
+
+from diamond.errors import RunFolderError, RunIdentityError, RunLockedError
+from diamond.io import CorruptFileError, atomic_write_json, atomic_write_text, read_json, read_yaml
+
+IDENTITY_FILE = "run.json"
+LOCK_FILE = ".lock"
+T = TypeVar("T")
+IDENTITY_FIELDS = ("game", "seed", "profile", "config_hash")
+
+
+def _describe(identity: Mapping[str, Any]) -> str:
+    return " ".join(f"{k} {identity.get(k)}" for k in IDENTITY_FIELDS if k != "config_hash")
+
+
+def recorded_identity(run_dir: Path) -> dict[str, Any] | None:
+    """What the folder says it is: run.json, else result.json, else config.yaml, else None (a new folder)."""
+    for name in (IDENTITY_FILE, "result.json"):
+        path = run_dir / name
+        if path.is_file():
+            data = read_json(path)
+            if not isinstance(data, dict):
+                raise CorruptFileError(f"{path}: expected a JSON object, got {type(data).__name__}")
+            return {k: data.get(k) for k in IDENTITY_FIELDS}
+    path = run_dir / "config.yaml"
+    if path.is_file():  # an unfinished run from before run.json: its config, compared key by key
+        cfg = read_yaml(path)
+        if not isinstance(cfg, dict):
+            raise CorruptFileError(f"{path}: expected a mapping of settings, got {type(cfg).__name__}")
+        return {"game": (cfg.get("env") or {}).get("game"), "seed": cfg.get("seed"), "profile": cfg.get("profile"),
+                "config_hash": None}
+    return None
+
+
+def check_identity(run_dir: Path, identity: Mapping[str, Any], config: Mapping[str, Any] | None = None,
+                   flag: str = "--out") -> None:
+    """Refuse a folder that holds another run; `config` (the requested flattened config) names changed keys."""
+    found = recorded_identity(run_dir)
+    if found is None:
+        return
+    differing = [k for k in IDENTITY_FIELDS if k != "config_hash" and found.get(k) != identity.get(k)]
+    parts = [f"{k} {found.get(k)!r} on disk vs {identity.get(k)!r} requested" for k in differing]
+    keys = changed_config_keys(run_dir, config) if config is not None and not differing else []
+    if keys:
+        parts.append(f"config differs in {', '.join(keys)}")
+    elif not differing and found.get("config_hash") not in (None, identity.get("config_hash")):
+        parts.append(f"config hash {found.get('config_hash')} on disk vs {identity.get('config_hash')} requested")
+    if parts:
+        raise RunIdentityError(f"{run_dir} holds another run ({_describe(found)}): {'; '.join(parts)}; "
+                               f"repeat that run's own arguments to resume it, or choose another {flag}")
+
+
+def changed_config_keys(run_dir: Path, requested: Mapping[str, Any], limit: int = 4) -> list[str]:
+    """Dotted keys whose value in the folder's config.yaml differs from `requested`, with both values."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return []
+    on_disk = flatten(read_yaml(path) or {})
+    want = flatten(requested)
+    keys = sorted(k for k in set(on_disk) | set(want) if on_disk.get(k) != want.get(k))
+    out = [f"{k} ({on_disk.get(k)!r} on disk, {want.get(k)!r} requested)" for k in keys[:limit]]
+    return out + ([f"and {len(keys) - limit} more"] if len(keys) > limit else [])
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping → {"a.b": value}, lists as tuples (so a YAML list equals a config tuple)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def lock_holder(run_dir: Path) -> str | None:
+    """'pid N on host H' when a live process holds the folder's lock, else None (the launcher's status check)."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder_text(path)
+    finally:
+        os.close(fd)
+    return None
+
+
+def _holder_text(path: Path) -> str:
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        holder = {}
+    return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
+
+
+@contextmanager
+def hold_lock(run_dir: str | os.PathLike, flag: str = "--out") -> Iterator[Path]:
+    """Hold the folder's exclusive lock while the block runs; a second holder fails at once, naming the first."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"{flag} {run_dir} is a file, not a run folder; choose another {flag}")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise RunFolderError(f"{flag} {run_dir} cannot be written ({e.strerror}); fix its permissions or "
+                             f"choose another {flag}") from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(f"{run_dir} is in use by {_holder_text(run_dir / LOCK_FILE)} (its lock "
+                                 f"{run_dir / LOCK_FILE}); the run is going on there: wait for it, or stop "
+                                 "that process first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+        yield run_dir
+    finally:
+        os.close(fd)  # releases the lock; the file stays (unlinking it would race a process opening it)
+
+
+def record_identity(run_dir: Path, identity: Mapping[str, Any], config: Mapping[str, Any] | None = None,
+                    flag: str = "--out") -> None:
+    """Check the folder is this run's (check_identity), then record it in run.json if not yet recorded."""
+    check_identity(run_dir, identity, config, flag)
+    if not (run_dir / IDENTITY_FILE).is_file():
+        atomic_write_json(run_dir / IDENTITY_FILE, {k: identity.get(k) for k in IDENTITY_FIELDS})
+
+
+@contextmanager
+def claim(run_dir: str | os.PathLike, identity: Mapping[str, Any], config: Mapping[str, Any] | None = None,
+          flag: str = "--out") -> Iterator[Path]:
+    """Lock `run_dir` for this process, check and record its identity; the lock goes with the process."""
+    with hold_lock(run_dir, flag) as path:
+        record_identity(path, identity, config, flag)
+        yield path
+
+
+def repair_metrics(path: Path, upto: int, key: str = "epoch") -> str | None:
+    """Keep only the lines a checkpoint at `key` = `upto` accounts for; say what was dropped, or None.
+
+    Lines past the checkpoint, the closing `final` line and torn (non-JSON) lines are dropped: the resumed
+    run writes them again, so every epoch ends up exactly once."""
+    if not path.is_file():
+        return None
+    kept, dropped, torn = [], 0, 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            torn += 1
+            continue
+        if isinstance(record, dict) and not record.get("final") and int(record.get(key, upto + 1)) <= upto:
+            kept.append(line)
+        else:
+            dropped += 1
+    if not dropped and not torn:
+        return None
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+    return (f"{path}: kept the {len(kept)} lines up to {key} {upto} (the checkpoint), dropped {dropped} "
+            f"written after it and {torn} torn line(s)")
+
+
+def locked_run(entry: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a launcher entry `entry(run_dir, ...)` so that it holds the run folder's lock while it runs."""
+
+    @functools.wraps(entry)
+    def wrapper(run_dir: str | os.PathLike, *args: Any, **kwargs: Any) -> T:
+        with hold_lock(run_dir, flag="run folder"):
+            return entry(run_dir, *args, **kwargs)
+
+    return wrapper
