@@ -46,7 +46,8 @@ from evaluation.wm_protocol import (COPY_SETTING, generate, join_life_losses, lo
 from slurm.launcher import RunSpec
 
 CLIPS_FILE, ERRORS_FILE = "clips.npz", "rollout_errors.csv"
-SAMPLER_NAMES = {"euler": "Euler", "heun": "Heun", "euler_maruyama": "Euler–Maruyama"}
+SAMPLER_NAMES = {"euler": "Euler", "heun": "Heun", "euler_maruyama": "Euler–Maruyama", "heun_churn": "Heun + churn",
+                 "euler_ancestral": "Euler-ancestral"}
 SAMPLING_KEYS = ("diffusion.sampler", "diffusion.num_steps")
 
 

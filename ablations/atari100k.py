@@ -53,9 +53,12 @@ def check_finished(spec: RunSpec, cfg: Config) -> None:
     path = spec.run_dir / "result.json"
     if not path.is_file():
         return
-    result = read_json(path)
+    try:
+        result = read_json(path)
+    except CorruptFileError:
+        return  # run_suite.py marks the run failed, naming the file, and the others go on
     if not isinstance(result, dict) or "config_hash" not in result:
-        raise CorruptFileError(f"{path}: expected a JSON object with a config_hash")
+        return
     if result["config_hash"] != config_hash(cfg):
         raise ValueError(f"run {spec.name} in {spec.run_dir} finished with other settings (config hash "
                          f"{result['config_hash']} != {config_hash(cfg)} requested); pass the same --set "
@@ -87,7 +90,7 @@ def report(opts: SuiteOptions) -> tuple[Path, Path]:
     """reports/atari100k/report.md + report.pdf from the grid's run folders."""
     from reports.atari100k import build_report  # the report stack (matplotlib, reportlab) loads only when needed
 
-    return build_report(opts, stages(opts)[0])
+    return build_report(opts.report_context(NAME), stages(opts)[0], default_seeds=DEFAULT_SEEDS)
 
 
 SUITE = Suite(

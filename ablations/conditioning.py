@@ -124,9 +124,9 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
 
 
 def report(opts: SuiteOptions) -> tuple[Path, Path]:
-    from reports.ablations import build_conditioning_report
+    from reports.conditioning import build_conditioning_report  # the report stack loads only when needed
 
-    return build_conditioning_report(opts)
+    return build_conditioning_report(opts.report_context(NAME), stages(opts), ARMS, REFERENCE, HISTORY)
 
 
 SUITE = Suite(

@@ -24,9 +24,7 @@ GRID = SamplingSuite(NAME, ARMS, reference=next(a for a in ARMS if a.num_steps =
 
 
 def report(opts: SuiteOptions) -> tuple[Path, Path]:
-    from reports.ablations import build_sampling_report
-
-    return build_sampling_report(opts, GRID, title="Ablation: number of denoising steps n (§5.2)", focus="nfe")
+    return GRID.report(opts, title="Ablation: number of denoising steps n (§5.2)", focus="nfe")
 
 
 SUITE = Suite(

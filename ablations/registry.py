@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from reports.common import ReportContext
 from slurm.launcher import RunSpec
 
 # suite name -> module that defines SUITE
@@ -39,6 +40,10 @@ class SuiteOptions:
     def report_dir(self, suite: str) -> Path:
         return self.report_root / suite
 
+    def report_context(self, suite: str) -> ReportContext:
+        """What the suite's report builder needs from the command line (reports never see SuiteOptions)."""
+        return ReportContext(suite, self.profile, self.suite_dir(suite), self.report_dir(suite))
+
 
 @dataclass(frozen=True)
 class Suite:
@@ -46,7 +51,9 @@ class Suite:
     description: str
     paper_artefact: str
     stages: Callable[[SuiteOptions], list[list[RunSpec]]]  # in order; runs within a stage are independent
-    report: Callable[[SuiteOptions], tuple[Path, Path]]  # builds report.md + report.pdf from the run folders
+    # builds report.md + report.pdf: the suite module calls its reports/ builder with opts.report_context(name)
+    # and its own constants (stages, arms, labels); reports/ never imports ablations/
+    report: Callable[[SuiteOptions], tuple[Path, Path]]
     default_games: tuple[str, ...] = field(default_factory=tuple)
     default_seeds: int = 1
 

@@ -69,6 +69,12 @@ def plot_interval_estimates(aggregates: pd.DataFrame, path: str | Path, metrics:
 
     Input: `aggregate.aggregate_metrics` output. Algorithms without CI are drawn as a hollow diamond.
     """
+    return _save(interval_figure(aggregates, metrics, algorithms, xlabel), path)
+
+
+def interval_figure(aggregates: pd.DataFrame, metrics: Sequence[str] = ("mean", "iqm"),
+                    algorithms: Sequence[str] | None = None, xlabel: str = "Human Normalized Score") -> Figure:
+    """The figure of `plot_interval_estimates`, unsaved."""
     _require(aggregates, ["algorithm", "metric", "value", "ci_low", "ci_high"], "plot_interval_estimates")
     metrics = _pick(aggregates["metric"], metrics, "Metric(s)")
     algorithms = _pick(aggregates["algorithm"], algorithms, "Algorithm(s)")
@@ -88,6 +94,7 @@ def plot_interval_estimates(aggregates: pd.DataFrame, path: str | Path, metrics:
                 ax.plot(r["value"], y, marker="D", markersize=7, markerfacecolor="none", markeredgecolor=c,
                         markeredgewidth=2, linestyle="none")
         ax.set_title(METRIC_LABELS.get(metric, metric))
+        _pad_x(ax)
         ax.grid(True, axis="x", alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
     axes[0].set_yticks(range(len(algorithms)), algorithms)
@@ -96,7 +103,18 @@ def plot_interval_estimates(aggregates: pd.DataFrame, path: str | Path, metrics:
     shown = aggregates[aggregates["metric"].isin(metrics) & aggregates["algorithm"].isin(algorithms)]
     if not np.isfinite(shown[["ci_low", "ci_high"]].to_numpy(np.float64)).all():
         fig.text(0.01, -0.02, "hollow diamond: point estimate, no per-run scores (no CI)", fontsize=8)
-    return _save(fig, path)
+    return fig
+
+
+def _pad_x(ax) -> None:
+    """Leave room on both sides of the data: a bar starting at 0 pins the axis there (a sticky edge), which cut
+    markers at 0 in half; a panel whose values are all equal gets a unit-wide window."""
+    ax.use_sticky_edges = False
+    ax.margins(x=0.08)
+    ax.autoscale_view()
+    low, high = ax.get_xlim()
+    if high - low < 1e-9:
+        ax.set_xlim(low - 0.5, high + 0.5)
 
 
 def plot_performance_profiles(profiles: pd.DataFrame, path: str | Path,
@@ -193,7 +211,8 @@ def plot_error_vs_horizon(curves: pd.DataFrame, path: str | Path, x: str = "step
             ax.set_xscale("log")
         ax.grid(True, alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
-    axes[0].legend(fontsize="small", title=hue)
+    # outside the panels, right of the last one: inside, it hid the curves' start (where they differ most)
+    axes[-1].legend(fontsize="small", title=hue, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     return _save(fig, path)
 
 
@@ -241,4 +260,29 @@ def plot_rollout_grid(rollouts: Mapping[str, np.ndarray], times: Sequence[int], 
     if title:
         fig.suptitle(title)
     fig.subplots_adjust(wspace=0.05, hspace=0.05)
+    return _save(fig, path)
+
+
+def plot_sampler_errors(table: pd.DataFrame, path: str | Path, panels: Mapping[str, str],
+                        labels: Mapping[str, str] | None = None) -> Path:
+    """Error against cost of each sampler: W2 / data std (log scale) over NFE, one marker per n, one panel per
+    starting distribution (`panels`: init -> title). Input: `evaluation.exact_denoiser.exact_denoiser_table`."""
+    _require(table, ["init", "sampler", "num_steps", "nfe", "w2"], "plot_sampler_errors")
+    samplers = list(pd.unique(table["sampler"]))
+    labels = dict(labels or {})
+    colors = _colors(samplers)
+    fig = Figure(figsize=(4.6 * len(panels), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, (init, title) in zip(axes, panels.items()):
+        for sampler in samplers:
+            r = table[(table["init"] == init) & (table["sampler"] == sampler)].sort_values("nfe")
+            ax.plot(r["nfe"], r["w2"], marker="o", markersize=3, linewidth=1.4, color=colors[sampler],
+                    label=labels.get(sampler, sampler))
+        ax.set_yscale("log")
+        ax.set_xlabel("NFE (network evaluations per frame)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0].set_ylabel("W2(sample, data) / data std")
+    axes[-1].legend(fontsize="small", loc="upper right")
     return _save(fig, path)

@@ -1,4 +1,5 @@
-"""Reports of the arm ablations (ablation_sampler, ablation_nfe, ablation_conditioning), built from run folders.
+"""Shared parts of the arm-ablation reports (reports/sampling.py: ablation_sampler and ablation_nfe;
+reports/conditioning.py: ablation_conditioning), built from run folders.
 
 Every report opens with an automatic summary that names the winning arm and says whether the confidence
 interval of its difference to the reference arm excludes "no difference" (evaluation.compare):
@@ -15,20 +16,16 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from ablations.arms import CLIPS_FILE
-from ablations.registry import SuiteOptions
-from ablations.sampler import SamplingSuite
 from diamond.config import build_config, to_dict
+from diamond.io import CorruptFileError
 from evaluation import aggregate, plots
 from evaluation.compare import (WM_METRICS, Interval, clip_resamples, compare_agent_arms, summary_paragraph,
                                 wm_difference, wm_interval)
 from evaluation.wm_protocol import COPY_SETTING
 from reports.builder import Report
-from reports.common import (bootstrap_reps, collect_results, completion_banner, differences, format_ci, format_hours,
-                            profile_banner, read_config, read_result, subset_banner)
+from reports.common import (ReportContext, bootstrap_reps, collect_results, completion_banner, differences, format_ci,
+                            format_hours, profile_banner, read_config, read_result)
 from slurm.launcher import RunSpec
 
 AGENT_REPS, POI_REPS, CLIP_REPS = 2_000, 1_000, 2_000  # defaults; $DIAMOND_REPORT_REPS overrides all three
@@ -56,7 +53,9 @@ class WMItem:
 def load_items(spec: RunSpec, label_of: dict[str, str]) -> list[WMItem]:
     """Every setting of a finished evaluation run, labelled through `label_of` (setting key -> label)."""
     result = read_result(spec.run_dir)
-    with np.load(spec.run_dir / result.get("clips_file", CLIPS_FILE)) as npz:
+    if "clips_file" not in result:
+        raise CorruptFileError(f"{spec.run_dir / 'result.json'}: an evaluation result must name its clips_file")
+    with np.load(spec.run_dir / result["clips_file"]) as npz:
         stored = {k: npz[k] for k in npz.files}
     items = []
     for row in result["settings"]:
@@ -67,12 +66,12 @@ def load_items(spec: RunSpec, label_of: dict[str, str]) -> list[WMItem]:
     return items
 
 
-def _resamples(items: Sequence[WMItem]) -> np.ndarray:
+def resamples_of(items: Sequence[WMItem]) -> np.ndarray:
     p = items[0].result["protocol"]
     return clip_resamples(items[0].result["num_clips"], bootstrap_reps(CLIP_REPS), p["seed"])
 
 
-def _cell(value: Interval, fmt: str = "{:.4g}") -> str:
+def cell(value: Interval, fmt: str = "{:.4g}") -> str:
     return format_ci(value.value, value.ci_low, value.ci_high, fmt)
 
 
@@ -82,7 +81,7 @@ def metrics_table(items: Sequence[WMItem], resamples: np.ndarray, metrics: Seque
     for item in items:
         row = {"arm": item.label, "NFE": item.row["nfe"], "frames/s": item.row["sample_rate_hz"],
                "parameters": item.result["num_parameters"]}
-        row.update({WM_METRICS[m].name: _cell(item.interval(m, resamples)) for m in metrics})
+        row.update({WM_METRICS[m].name: cell(item.interval(m, resamples)) for m in metrics})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -97,7 +96,7 @@ def difference_table(items: Sequence[WMItem], reference: WMItem, resamples: np.n
         row = {"arm": item.label, "reference": reference.label}
         for m in metrics:
             diffs[m][item.label] = item.minus(reference, m, resamples)
-            row[f"Δ {WM_METRICS[m].name}"] = _cell(diffs[m][item.label])
+            row[f"Δ {WM_METRICS[m].name}"] = cell(diffs[m][item.label])
         rows.append(row)
     return pd.DataFrame(rows), diffs
 
@@ -145,46 +144,10 @@ def error_curves(specs_items: Sequence[tuple[RunSpec, Sequence[WMItem]]], path: 
     return plots.plot_error_vs_horizon(tidy.assign(metric="MSE"), path, logx=True)
 
 
-def tradeoff_figure(items: Sequence[WMItem], resamples: np.ndarray, metrics: Sequence[str], path: Path) -> Path:
-    """Quality against sampling cost: one panel per metric, each arm at its frames/s with its CI."""
-    fig = Figure(figsize=(4.2 * len(metrics), 3.6), layout="constrained")
-    for ax, m in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics):
-        for it in items:
-            iv = it.interval(m, resamples)
-            err = [[iv.value - iv.ci_low], [iv.ci_high - iv.value]] if iv.has_ci else None
-            ax.errorbar(it.row["sample_rate_hz"], iv.value, yerr=err, fmt="o", capsize=3)
-            ax.annotate(f"n={it.row['num_steps']}", (it.row["sample_rate_hz"], iv.value), textcoords="offset points",
-                        xytext=(4, 4), fontsize=8)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("frames/s (batch 1, run's device)")
-        ax.set_ylabel(WM_METRICS[m].name)
-        ax.grid(True, alpha=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    return path
-
-
-def sharpness_sentence(items: Sequence[WMItem], resamples: np.ndarray, game: str) -> str | None:
-    """§5.2 as a number: relative sharpness at n = 1 against n = 3, and whether the CI of the gap excludes 0."""
-    by_n = {it.row["num_steps"]: it for it in items}
-    if 1 not in by_n or 3 not in by_n:
-        return None
-    one, three = by_n[1].interval("sharpness", resamples), by_n[3].interval("sharpness", resamples)
-    gap = by_n[1].minus(by_n[3], "sharpness", resamples)
-    verdict = ("the CI excludes 0: one step is detectably blurrier" if gap.excludes(0.0) and gap.value < 0 else
-               "the CI excludes 0, but one step is *sharper*" if gap.excludes(0.0) else
-               "the CI includes 0: no detectable blur at n = 1")
-    return (f"{game}: generated frames keep {_cell(one, '{:.3f}')} of the real frames' high-frequency energy at n = 1 "
-            f"and {_cell(three, '{:.3f}')} at n = 3; n=1 − n=3 = {_cell(gap, '{:.3f}')}, {verdict} (§5.2 expects "
-            "n = 1 to blur where the next frame is uncertain, e.g. Boxing's opponent).")
-
-
 # --------------------------------------------------------------------------------------------- agent part
 
 
-def agent_part(opts: SuiteOptions, specs: Sequence[RunSpec], labels: dict[str, str], reference: str,
+def agent_part(specs: Sequence[RunSpec], labels: dict[str, str], reference: str,
                out: Path) -> dict[str, Any] | None:
     """Tables, figure and summary of the agent arms; None when no agent run has finished."""
     results, _ = collect_results(specs)
@@ -240,13 +203,13 @@ def write_agent_part(report: Report, part: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------- the reports
 
 
-def _banners(report: Report, opts: SuiteOptions, finished: int, missing: Sequence[RunSpec]) -> None:
-    for text in (profile_banner(opts.profile), completion_banner(finished, missing)):
+def banners(report: Report, ctx: ReportContext, finished: int, missing: Sequence[RunSpec]) -> None:
+    for text in (profile_banner(ctx.profile), completion_banner(finished, missing)):
         if text:
             report.banner(text)
 
 
-def _wm_unavailable(items: Sequence[WMItem]) -> str | None:
+def wm_unavailable(items: Sequence[WMItem]) -> str | None:
     reasons = sorted({f"{k}: {v}" for it in items for k, v in it.result["unavailable"].items()})
     if not reasons:
         return None
@@ -255,84 +218,7 @@ def _wm_unavailable(items: Sequence[WMItem]) -> str | None:
               "(see evaluation/features.py for where to put the files).")
 
 
-def build_sampling_report(opts: SuiteOptions, grid: SamplingSuite, title: str, focus: str) -> tuple[Path, Path]:
-    """Report of ablation_sampler (focus 'sampler') or ablation_nfe (focus 'nfe') from its run folders."""
-    stages = grid.stages(opts)
-    specs = [s for stage in stages for s in stage]
-    done = [s for s in specs if (s.run_dir / "result.json").is_file()]
-    missing = [s for s in specs if s not in done]
-    agents = [s for s in stages[0] if s.entry == "diamond.train:run"]
-    evals = [s for s in stages[2] if s in done]
-    if not any(s in done for s in agents) and not evals:
-        raise FileNotFoundError(f"no finished agent or evaluation run under {opts.suite_dir(grid.name)}; "
-                                "run the suite first.")
-    labels = {arm.key: arm.label for arm in grid.arms}
-    out = opts.report_dir(grid.name)
-    report = Report(f"{title} (profile {opts.profile})", out)
-    _banners(report, opts, len(done), missing)
-    games, seeds = grid.grid(opts)
-    subset = subset_banner(games, grid.default_games, seeds, grid.default_seeds)
-    if subset:
-        report.banner(subset)
-    agent = agent_part(opts, agents, labels, grid.reference.label, out / "figures")
-    wm_parts = []
-    for spec in evals:
-        items = load_items(spec, labels)
-        reference = next((it for it in items if it.row["key"] == grid.reference.key), items[0])
-        source = "the scripted expert's" if spec.name.endswith("expert") else "the reference agent's"
-        what = f"World model on {items[0].result['game']} ({source} data)"
-        wm_parts.append((spec, items, reference, what, _resamples(items)))
-
-    report.heading("Summary")
-    if agent is not None:
-        report.paragraph(agent["summary"])
-    for spec, items, reference, what, resamples in wm_parts:
-        report.paragraph(wm_summary(items, reference, resamples, what))
-        if focus == "nfe":
-            sentence = sharpness_sentence(items, resamples, what)
-            if sentence:
-                report.paragraph(sentence)
-    if focus == "nfe" and not any(it[1][0].result["game"] == "Boxing" for it in wm_parts):
-        report.paragraph("Boxing, the game of the paper's Figure 4, was not evaluated (not among the selected games "
-                         "or not finished); the sharpness numbers above test the same argument on the games that were.")
-    if agent is not None:
-        write_agent_part(report, agent)
-    report.heading("World-model quality (Table 6 protocol)")
-    first = wm_parts[0][1][0].result["protocol"] if wm_parts else None
-    if first:
-        report.paragraph(f"{first['clip_len']}-frame clips generated from {first['context']} real frames (the model "
-                         "uses its last L) and the real actions, every arm on the same clips and noise; CIs: "
-                         "bootstrap over clips, paired between arms. Relative sharpness: high-frequency energy "
-                         "(mean squared Laplacian) of generated over real frames; below 1 means blur.")
-    unavailable = _wm_unavailable([it for part in wm_parts for it in part[1]])
-    if unavailable:
-        report.paragraph(unavailable)
-    for spec, items, reference, what, resamples in wm_parts:
-        metrics = measured(items)
-        report.heading(what, level=3)
-        report.table(metrics_table(items, resamples, metrics), f"wm_{spec.name}",
-                     caption=f"{items[0].result['num_clips']} held-out clips ({items[0].result['held_out']}); "
-                             f"world model: {items[0].result['model_dir']}.")
-        diff, _ = difference_table(items, reference, resamples, metrics)
-        report.table(diff, f"wm_diff_{spec.name}", caption="Arm − reference, paired 95 % bootstrap CI over clips.")
-        caption = "Real clip (top) and the same clip generated by each arm."
-        if items[0].result["game"] == "Boxing" and focus == "nfe":
-            caption += " Compare n = 1 and n = 3 on the opponent (the black player): the paper's Figure 4."
-        report.figure(frames_grid(items, out / "figures" / f"frames_{spec.name}.png"), caption=caption)
-        if focus == "nfe":
-            shown = [next(m for m in PRIMARY if m in metrics), "sharpness"]
-            report.figure(tradeoff_figure(items, resamples, shown, out / "figures" / f"tradeoff_{spec.name}.png"),
-                          caption="Quality against sampling cost (frames/s, log scale); bars: 95 % CIs over clips.")
-        curves = error_curves([(spec, items)], out / "figures" / f"errors_{spec.name}.png")
-        if curves:
-            report.figure(curves, caption="Open-loop MSE against real frames per step (band: 95 % CI over rollouts).")
-    trained = [s for s in done if s.entry in ("diamond.train:run", "ablations.static_wm:run")]
-    _settings_section(report, trained, opts.profile)
-    _runs_section(report, specs, done)
-    return report.write()
-
-
-def _settings_section(report: Report, trained: Sequence[RunSpec], profile: str) -> None:
+def settings_section(report: Report, trained: Sequence[RunSpec], profile: str) -> None:
     """Settings of the trained runs that differ from the profile's defaults, read back from their config.yaml."""
     if not trained:
         return
@@ -345,7 +231,7 @@ def _settings_section(report: Report, trained: Sequence[RunSpec], profile: str) 
                      "and seed apart), over the finished trained runs; what the arms vary differs between runs.")
 
 
-def _runs_section(report: Report, specs: Sequence[RunSpec], done: Sequence[RunSpec]) -> None:
+def runs_section(report: Report, specs: Sequence[RunSpec], done: Sequence[RunSpec]) -> None:
     rows = []
     for spec in done:
         r = read_result(spec.run_dir)
@@ -359,81 +245,3 @@ def _runs_section(report: Report, specs: Sequence[RunSpec], done: Sequence[RunSp
                  "return; loss: static world model's held-out loss).", float_fmt="{:.4g}")
 
 
-PAPER_TABLE6 = pd.DataFrame([  # App. J.4, Table 6: CS:GO and motorway driving, 122M / 184M-parameter models
-    {"method": "DIAMOND frame-stack", "CS:GO FID": 9.6, "CS:GO FVD": 34.8, "CS:GO LPIPS": 0.107, "Driving FID": 16.7,
-     "Driving FVD": 80.3, "Driving LPIPS": 0.058, "frames/s": 7.4, "parameters": "122M"},
-    {"method": "DIAMOND cross-attention", "CS:GO FID": 11.6, "CS:GO FVD": 81.4, "CS:GO LPIPS": 0.125,
-     "Driving FID": 35.2, "Driving FVD": 299.9, "Driving LPIPS": 0.119, "frames/s": 2.5, "parameters": "184M"}])
-
-
-def build_conditioning_report(opts: SuiteOptions) -> tuple[Path, Path]:
-    """Report of ablation_conditioning: Table 6's columns for frame-stack and cross-attention, paired CIs."""
-    from ablations.conditioning import ARMS, HISTORY, NAME, REFERENCE, stages
-
-    grid = stages(opts)
-    specs = [s for stage in grid for s in stage]
-    done = [s for s in specs if (s.run_dir / "result.json").is_file()]
-    evals = [s for s in grid[2] if s in done]
-    if not evals:
-        raise FileNotFoundError(f"no finished evaluation under {opts.suite_dir(NAME)}; run the suite first.")
-    items = {}
-    for spec in evals:
-        (item,) = load_items(spec, {})
-        seed = int(read_result(Path(spec.kwargs["model_dir"]))["seed"])
-        item.label = f"{ARMS[item.row['key']]} s{seed}"
-        items[(item.row["key"], seed)] = (spec, item)
-    all_items = [it for _, it in items.values()]
-    resamples, metrics = _resamples(all_items), measured(all_items)
-    out = opts.report_dir(NAME)
-    report = Report(f"Ablation: frame-stack vs cross-attention conditioning, L = {HISTORY} (App. J.2, Table 6; "
-                    f"profile {opts.profile})", out)
-    _banners(report, opts, len(done), [s for s in specs if s not in done])
-    seeds = sorted({seed for _, seed in items})
-    pairs = [(s, items[(REFERENCE, s)][1], [it for (h, t), (_, it) in items.items() if t == s and h != REFERENCE])
-             for s in seeds if (REFERENCE, s) in items]
-    pairs = [(s, reference, others) for s, reference, others in pairs if others]
-    report.heading("Summary")
-    if not pairs:
-        report.paragraph("No seed has finished evaluations of both arms; the comparison needs both.")
-    for seed, reference, others in pairs:
-        cost = "; ".join(f"{it.label}: {it.row['sample_rate_hz']:.3g} frames/s, {it.result['num_parameters']:,} "
-                         "parameters" for it in (reference, *others))
-        report.paragraph(wm_summary([reference, *others], reference, resamples, f"Seed {seed}")
-                         + f" Sampling cost and size ({reference.result['device']}): {cost}.")
-    unavailable = _wm_unavailable(all_items)
-    if unavailable:
-        report.paragraph(unavailable)
-    report.heading("Table 6 columns on Breakout")
-    table = metrics_table(all_items, resamples, metrics)
-    report.table(table, "table6", caption=f"{all_items[0].result['num_clips']} held-out clips of the scripted Breakout "
-                 f"expert's dataset ({all_items[0].result['held_out']}), {all_items[0].result['protocol']['clip_len']} "
-                 f"frames each after {all_items[0].result['protocol']['context']} real frames and with the real "
-                 "actions; [95 % bootstrap CI over clips]. frames/s: sequential generation, batch 1, on "
-                 f"{', '.join(sorted({it.result['device'] for it in all_items}))}.")
-    for seed, reference, others in pairs:
-        diff, _ = difference_table([reference, *others], reference, resamples, metrics)
-        report.table(diff, f"differences_s{seed}",
-                     caption="Cross-attention − frame-stack on the same clips (paired bootstrap CI).")
-    report.table(PAPER_TABLE6, "paper_table6", caption="The paper's Table 6 (DIAMOND rows) on CS:GO and motorway "
-                 "driving with much larger models: other data, so only the ordering of the two arms is comparable.",
-                 float_fmt="{:.3g}")
-    report.heading("Generated clips")
-    first_seed = [items[(h, seeds[0])] for h in ARMS if (h, seeds[0]) in items]
-    report.figure(frames_grid([item for _, item in first_seed], out / "figures" / "frames.png"),
-                  caption="Real held-out clip (top) and the same clip generated by each architecture.")
-    curves = error_curves([(spec, [item]) for spec, item in first_seed], out / "figures" / "errors.png")
-    if curves:
-        report.figure(curves, caption="Open-loop MSE against real frames per step (band: 95 % CI over rollouts).")
-    report.heading("Training")
-    rows = []
-    for spec in grid[1]:
-        if spec in done:
-            r = read_result(spec.run_dir)
-            rows.append({"model": spec.name, "updates": r["train_steps"], "batch size": r["batch_size"],
-                         "train loss": r["train_loss"], "test loss": r["test_loss"], "parameters": r["num_parameters"],
-                         "train time": format_hours(r["train_time_s"]), "device": r["device"]})
-    report.table(pd.DataFrame(rows), "training", caption="Denoiser training on the same data and schedule.",
-                 float_fmt="{:.4g}")
-    _settings_section(report, [s for s in grid[1] if s in done], opts.profile)
-    _runs_section(report, specs, done)
-    return report.write()

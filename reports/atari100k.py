@@ -14,14 +14,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ablations.atari100k import DEFAULT_SEEDS, NAME
-from ablations.registry import SuiteOptions
 from diamond.config import build_config, to_dict
 from diamond.io import atomic_write_text
 from evaluation import aggregate, baselines, plots
 from evaluation.atari import GAMES
 from reports.builder import Report
-from reports.common import (bootstrap_reps, collect_results, completion_banner, differences, format_ci,
+from reports.common import (ReportContext, bootstrap_reps, collect_results, completion_banner, differences, format_ci,
                             grid_config_hash, profile_banner, read_config, settings_banner, settings_table,
                             subset_banner, wall_time_rows)
 from slurm.launcher import RunSpec
@@ -172,12 +170,14 @@ def _settings(report: Report, results: pd.DataFrame, configs: list[dict], profil
                                                 "(game and seed apart).")
 
 
-def build_report(opts: SuiteOptions, specs: Sequence[RunSpec], reps: BootstrapReps | None = None) -> tuple[Path, Path]:
-    """Write report.md and report.pdf (+ figures/, tables/) for the finished runs among `specs`."""
+def build_report(ctx: ReportContext, specs: Sequence[RunSpec], default_seeds: int,
+                 reps: BootstrapReps | None = None) -> tuple[Path, Path]:
+    """Write report.md and report.pdf (+ figures/, tables/) for the finished runs among `specs` (the suite's grid;
+    `default_seeds`: the suite's full number of seeds per game, for the subset banner)."""
     reps = reps or BootstrapReps.from_env()
     results, missing = collect_results(specs)
     if results.empty:
-        raise ValueError(f"no finished run (result.json) under {opts.suite_dir(NAME)} for this grid; "
+        raise ValueError(f"no finished run (result.json) under {ctx.runs_dir} for this grid; "
                          "run the suite first")
     configs = [read_config(Path(d)) for d in results["run_dir"]]
     ours_all = our_scores(results)
@@ -187,19 +187,19 @@ def build_report(opts: SuiteOptions, specs: Sequence[RunSpec], reps: BootstrapRe
     tidy = pd.concat([ours, published], ignore_index=True)
     order = [OURS] + [shown(a) for a in reversed(table1_algorithms())]
 
-    out = opts.report_dir(NAME)
+    out = ctx.out_dir
     work = out / "figures"
-    report = Report(f"Atari 100k: DIAMOND reproduction (profile {opts.profile})", out)
+    report = Report(f"Atari 100k: DIAMOND reproduction (profile {ctx.profile})", out)
     grid_games = list(dict.fromkeys(s.kwargs["game"] for s in specs))
     grid_seeds = len({s.kwargs["seed"] for s in specs})
-    for text in (profile_banner(opts.profile), subset_banner(grid_games, GAMES, grid_seeds, DEFAULT_SEEDS),
+    for text in (profile_banner(ctx.profile), subset_banner(grid_games, GAMES, grid_seeds, default_seeds),
                  completion_banner(len(results), missing),
                  settings_banner([grid_config_hash(c) for c in configs])):
         if text:
             report.banner(text)
     report.paragraph(f"{len(results)} finished runs ({len(games)} games, at most "
                      f"{int(ours_all.groupby('game')['seed'].count().max())} per game) from "
-                     f"`{opts.suite_dir(NAME)}`. A run's score is the mean return of its final evaluation episodes "
+                     f"`{ctx.runs_dir}`. A run's score is the mean return of its final evaluation episodes "
                      "(full games, raw rewards), as in the paper.")
 
     report.heading("Per-game returns (Table 1)")
@@ -248,9 +248,9 @@ def build_report(opts: SuiteOptions, specs: Sequence[RunSpec], reps: BootstrapRe
     for path in figs["bars"]:
         report.figure(path, caption=f"Per-game HNS of {OURS} and the agents with released per-run scores: mean "
                                     "over runs, whiskers from min to max; dashed line: human.")
-    _settings(report, results, configs, opts.profile)
+    _settings(report, results, configs, ctx.profile)
     report.heading("All runs")
     columns = ["run", "seed", "score", "hns", "num_episodes", "env_steps", "epochs", "wall_time_s", "config_hash"]
     report.table(results[columns], "runs", caption="Every finished run (run folders under "
-                                                f"`{opts.suite_dir(NAME)}`).", float_fmt="{:.2f}")
+                                                f"`{ctx.runs_dir}`).", float_fmt="{:.2f}")
     return report.write()

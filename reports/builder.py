@@ -24,8 +24,8 @@ from reportlab.lib.units import cm
 from reportlab.lib.utils import ImageReader
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
-from reportlab.platypus import (BaseDocTemplate, Flowable, Frame, Image, KeepTogether, NextPageTemplate, PageBreak,
-                                PageTemplate, Paragraph, Spacer, Table, TableStyle)
+from reportlab.platypus import (BaseDocTemplate, CondPageBreak, Flowable, Frame, Image, KeepTogether, NextPageTemplate,
+                                PageBreak, PageTemplate, Paragraph, Spacer, Table, TableStyle)
 
 from diamond.io import atomic_write_bytes, atomic_write_text
 
@@ -38,6 +38,7 @@ _PAGES = {"portrait": A4, "landscape": landscape(A4)}
 _TABLE_LAYOUTS = [("portrait", 8.0), ("portrait", 7.0), ("landscape", 8.0), ("landscape", 7.0), ("landscape", 6.0)]
 _CELL_PAD = 4.0  # points left and right of each cell
 _MAX_HEADER_LINES = 3  # a header may wrap onto this many lines before the font shrinks further
+_ROWS_WITH_HEADING = 3  # body rows a table's heading and caption keep with them on their page
 
 
 @dataclass
@@ -101,8 +102,6 @@ def _styles() -> StyleSheet1:
             bold = style.fontName.endswith("-Bold") or style.name.startswith(("Heading", "Title"))
             mono = style.fontName.startswith("Courier")
             style.fontName = "DejaVuSansMono" if mono else f"{font}-Bold" if bold else font
-            if style.name.startswith("Heading"):
-                style.keepWithNext = True  # never strand a heading at the foot of a page
     styles.add(ParagraphStyle("Caption", parent=styles["BodyText"], fontName=f"{font}-Oblique", fontSize=8.5,
                               leading=11, textColor=colors.HexColor("#333333")))
     styles.add(ParagraphStyle("Banner", parent=styles["BodyText"], fontSize=10.5, leading=14,
@@ -209,25 +208,35 @@ class Report:
         doc.addPageTemplates([self._page_template(o, styles) for o in _PAGES])
         story: list[Flowable] = [Paragraph(_markup(self.title), styles["Title"])]
         orientation = "portrait"
+        headings: list[Flowable] = []  # wait for the block they introduce: a heading never ends a page alone
         for kind, block in self._blocks:
             wanted = orientation
             if kind == "heading" and block[1] <= 2:  # a new section goes back to portrait
                 wanted = "portrait"
             elif kind == "table":
                 wanted, font_size, widths = _table_layout(block)
-            if wanted != orientation:
+            if wanted != orientation:  # pending headings move to the new page with their block
                 story += [NextPageTemplate(wanted), PageBreak()]
                 orientation = wanted
+            frame_w, frame_h = _frame_size(orientation)
+            if kind == "heading":
+                headings.append(Paragraph(_markup(block[0]), styles[f"Heading{block[1]}"]))
+                continue
             if kind == "banner":
-                story.append(_banner(block, styles, _frame_size(orientation)[0]))
-            elif kind == "heading":
-                story.append(Paragraph(_markup(block[0]), styles[f"Heading{block[1]}"]))
+                parts = _banner(block, styles, frame_w)
             elif kind == "paragraph":
-                story.append(Paragraph(_markup(block), styles["BodyText"]))
+                parts = [Paragraph(_markup(block), styles["BodyText"])]
             elif kind == "table":
-                story += _pdf_table(block, styles, font_size, widths)
+                parts = _pdf_table(block, styles, font_size, widths)
             else:
-                story.append(_pdf_figure(block, styles, *_frame_size(orientation)))
+                parts = _pdf_figure(block, styles, frame_w, frame_h - _height(headings, frame_w, frame_h))
+            if kind == "table":  # a table may span pages: keep its headings, caption and first rows on one
+                start = _height(headings + parts[:-2], frame_w, frame_h) + _first_rows(parts[-2], frame_w, frame_h)
+                story += [CondPageBreak(start), *headings, *parts]
+            else:  # moves to the next page whole when it does not fit (a figure fits a page by construction)
+                story.append(KeepTogether(headings + parts))
+            headings = []
+        story += headings
         doc.build(story)
         return buf.getvalue()
 
@@ -316,14 +325,23 @@ def _pdf_table(t: _Table, styles: StyleSheet1, font_size: float, widths: list[fl
     table.setStyle(TableStyle(style))
     out: list[Flowable] = []
     if t.caption:
-        caption = Paragraph(f"<b>Table ({t.name}).</b> {_markup(t.caption)}", styles["Caption"])
-        caption.keepWithNext = True
-        out.append(caption)
+        out.append(Paragraph(f"<b>Table ({t.name}).</b> {_markup(t.caption)}", styles["Caption"]))
     return out + [table, Spacer(1, 0.4 * cm)]
 
 
-def _pdf_figure(f: _Figure, styles: StyleSheet1, frame_w: float, frame_h: float) -> Flowable:
-    """Scale to the requested share of the frame width, then down again if it would not fit the height."""
+def _height(flowables: list[Flowable], frame_w: float, frame_h: float) -> float:
+    return sum(f.wrap(frame_w, frame_h)[1] + f.getSpaceBefore() + f.getSpaceAfter() for f in flowables)
+
+
+def _first_rows(table: Table, frame_w: float, frame_h: float) -> float:
+    """Height of a table's header and first body rows: what must follow its heading on the same page."""
+    table.wrap(frame_w, frame_h)
+    return sum(table._rowHeights[: 1 + _ROWS_WITH_HEADING])
+
+
+def _pdf_figure(f: _Figure, styles: StyleSheet1, frame_w: float, frame_h: float) -> list[Flowable]:
+    """Scale to the requested share of the frame width, then down again if it would not fit the height
+    (`frame_h`: what is left of the frame once the headings above it are placed)."""
     px_w, px_h = ImageReader(str(f.path)).getSize()
     centred = ParagraphStyle("figure-caption", parent=styles["Caption"], alignment=TA_CENTER)
     caption = Paragraph(_markup(f.caption), centred) if f.caption else None
@@ -336,13 +354,13 @@ def _pdf_figure(f: _Figure, styles: StyleSheet1, frame_w: float, frame_h: float)
     height = width * px_h / px_w
     if height > room:
         width, height = width * room / height, room
-    return KeepTogether([Image(str(f.path), width=width, height=height)] + parts)
+    return [Image(str(f.path), width=width, height=height)] + parts
 
 
-def _banner(text: str, styles: StyleSheet1, frame_w: float) -> Flowable:
+def _banner(text: str, styles: StyleSheet1, frame_w: float) -> list[Flowable]:
     box = Table([[Paragraph(f"<b>Warning:</b> {_markup(text)}", styles["Banner"])]], colWidths=[frame_w])
     box.setStyle(TableStyle([("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#fff3cd")),
                              ("BOX", (0, 0), (-1, -1), 1.5, colors.HexColor("#e0a800")),
                              ("LEFTPADDING", (0, 0), (-1, -1), 8), ("RIGHTPADDING", (0, 0), (-1, -1), 8),
                              ("TOPPADDING", (0, 0), (-1, -1), 6), ("BOTTOMPADDING", (0, 0), (-1, -1), 6)]))
-    return KeepTogether([box, Spacer(1, 0.4 * cm)])
+    return [box, Spacer(1, 0.4 * cm)]

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -22,6 +23,17 @@ PAPER_PROFILE = "paper"
 REPS_ENV = "DIAMOND_REPORT_REPS"  # one number for every bootstrap of a report (tests set it small)
 RUN_KEYS = ("run", "group", "run_dir")  # columns that come from the RunSpec, not from result.json
 IDENTITY_KEYS = ("env.game", "seed")  # config fields that differ between the runs of one grid by design
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """What a suite hands its report builder: where its runs are and where the report goes. Suites pass this
+    and their own constants in, so a report module never imports a suite module back."""
+
+    suite: str
+    profile: str
+    runs_dir: Path  # runs/<suite>/<profile>/
+    out_dir: Path  # reports/<suite>/
 
 
 def bootstrap_reps(default: int) -> int:
@@ -60,13 +72,17 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 
 def collect_results(specs: Sequence[RunSpec]) -> tuple[pd.DataFrame, list[RunSpec]]:
     """One row per finished run of the grid (result.json's scalar fields + run, group, run_dir), and the
-    specs without result.json. Lists in result.json (e.g. episode returns) stay in the file."""
+    specs without a readable result.json. Lists in result.json (e.g. episode returns) stay in the file."""
     rows, missing = [], []
     for spec in specs:
         if not (spec.run_dir / "result.json").is_file():
             missing.append(spec)
             continue
-        result = read_result(spec.run_dir)
+        try:
+            result = read_result(spec.run_dir)
+        except CorruptFileError:  # run_suite.py reports it failed, naming the file; the other runs still count
+            missing.append(spec)
+            continue
         row = {k: v for k, v in result.items() if not isinstance(v, (list, dict))}
         row.update(run=spec.name, group=spec.group, run_dir=str(spec.run_dir))
         rows.append(row)
@@ -162,10 +178,13 @@ def subset_banner(games: Sequence[str], all_games: Sequence[str], seeds: int, al
 
 
 def completion_banner(finished: int, missing: Sequence[RunSpec]) -> str | None:
-    """A warning naming the runs of the grid that have no result.json (not run yet, running or failed)."""
+    """A warning naming the runs of the grid without a readable result.json (not run yet, running or failed);
+    a run whose result.json exists but cannot be read is named as failed."""
     if not missing:
         return None
-    names = ", ".join(s.name for s in missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+    labels = [f"{s.name} (failed: unreadable {s.run_dir / 'result.json'})" if (s.run_dir / "result.json").is_file()
+              else s.name for s in missing]
+    names = ", ".join(labels[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
     return (f"Only {finished} of {finished + len(missing)} runs of the grid have finished; missing: {names}. "
             "Everything below is computed from the finished runs.")
 

@@ -17,9 +17,12 @@ from torch import nn
 import run_suite
 from ablations import arms, conditioning, nfe, sampler, static_wm
 from ablations.registry import SuiteOptions, get_suite
+from diamond.config import build_config
 from diamond.data import Episode, ReplayBuffer
+from diamond.diffusion.paradigms import build_paradigm
 from tests._fakes import TinyFeatures, TinyLPIPS
 from diamond.io import atomic_write_json
+from evaluation.exact_denoiser import GaussianData, sampler_moments
 from evaluation.video import fid
 from reports.common import REPS_ENV
 
@@ -49,8 +52,8 @@ def test_sampler_grid_compares_at_equal_nfe_and_equal_steps(tmp_path):
     agents_and_data, models, evals = get_suite("ablation_sampler").stages(SuiteOptions(out=tmp_path))
     agents = [s for s in agents_and_data if s.entry == "diamond.train:run"]
     assert len(agents) == 4 * 5 * 3 and {s.kwargs["game"] for s in agents} == set(sampler.VISUAL_GAMES)
-    assert {s.group for s in agents} == {"euler-n3", "heun-n2", "euler_maruyama-n3", "heun-n3"}
-    assert [a.nfe for a in sampler.ARMS] == [3, 3, 3, 5] and sampler.GRID.reference.key == "euler-n3"
+    assert {s.group for s in agents} == {"euler-n3", "heun-n2", "euler_ancestral-n10", "heun-n3"}
+    assert [a.nfe for a in sampler.ARMS] == [3, 3, 10, 5] and sampler.GRID.reference.key == "euler-n3"
     assert agents[0].kwargs["overrides"][-2:] == ["diffusion.sampler=euler", "diffusion.num_steps=3"]
     assert [m.name for m in models] == ["wm-Breakout-expert"] + [f"dataset-{g}-agent" for g in sampler.VISUAL_GAMES]
     assert models[1].kwargs["agent_run_dir"] == str(tmp_path / "ablation_sampler" / "paper" / "euler-n3-Breakout-s0")
@@ -59,6 +62,22 @@ def test_sampler_grid_compares_at_equal_nfe_and_equal_steps(tmp_path):
     assert evals[0].kwargs["protocol"]["clips"] == 1024 and evals[0].kwargs["protocol"]["clip_len"] == 16
     with pytest.raises(ValueError, match="drop the override"):
         sampler.GRID.stages(SuiteOptions(out=tmp_path, overrides=("diffusion.sampler=heun",)))
+
+
+@pytest.mark.parametrize("profile", ["paper", "smoke"])
+def test_sampler_suite_stochastic_arm_keeps_data_variance_with_exact_denoiser(profile):
+    """With the exact denoiser of Gaussian data (std sigma_data) on the suite's own EDM grid, at the arm's own n,
+    the stochastic arm's output variance stays within 3x of the data's (both ways), from the runs' initial noise
+    and from the exact marginal; literal Euler–Maruyama, the arm it replaces, does not at n = 3."""
+    arm = sampler.STOCHASTIC_ARM
+    assert arm in sampler.ARMS and arm.sampler in ("heun_churn", "euler_ancestral")
+    edm = build_paradigm("edm", **dataclasses.asdict(build_config(profile).diffusion.edm))
+    data = GaussianData(std=edm.cfg.sigma_data)
+    for init in ("paradigm", "marginal"):
+        _, var = sampler_moments(edm, arm.sampler, arm.num_steps, data, init)
+        assert 1 / 3 < var / data.std**2 < 3, (init, var / data.std**2)
+    _, em = sampler_moments(edm, "euler_maruyama", 3, data, "marginal")
+    assert em / data.std**2 > 3
 
 
 def test_nfe_and_conditioning_grids(tmp_path):
@@ -220,6 +239,12 @@ def test_sampler_suite_end_to_end(tmp_path, tiny_schedules, capsys):
     assert "Agent: On IQM of human-normalized scores" in md
     assert "World model on Boxing (the reference agent's data)" in md
     assert "i3d: feature networks disabled for this run" in md
+    exact = _table(tmp_path, "ablation_sampler", "exact_denoiser")
+    assert set(exact["sampler"]) == {"Euler", "Heun", "Euler–Maruyama", "Heun + churn", "Euler-ancestral"}
+    assert sorted(set(exact["n"])) == [1, 2, 3, 5, 10]
+    assert re.search(r"\*\*From the runs' initial noise \(std 1\)\.\*\* Euler at n = 3 gives a sample variance of "
+                     r"[\d.]+ % of the data's", md)
+    assert "figures/exact_denoiser.png" in md
     assert len(PdfReader(tmp_path / "reports" / "ablation_sampler" / "report.pdf").pages) >= 3
     capsys.readouterr()
     assert run_suite.main(_args(tmp_path, "ablation_sampler", "--games", "Boxing", "--seeds", "2", *sets)) == 0
@@ -239,6 +264,7 @@ def test_nfe_suite_end_to_end(tmp_path, tiny_schedules):
     md = (tmp_path / "reports" / "ablation_nfe" / "report.md").read_text()
     assert re.search(r"keep [\d.]+ \[[\d.]+, [\d.]+\] of the real frames' high-frequency energy at n = 1", md)
     assert "figures/tradeoff_eval-Boxing-agent.png" in md and "the paper's Figure 4" in md
+    assert "## Samplers with an exact denoiser" in md and "Heun has a lower W2 than Euler" in md
 
 
 def test_conditioning_suite_end_to_end(tmp_path, tiny_schedules):

@@ -96,3 +96,18 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     with pytest.raises(ValueError, match=r"Algorithm\(s\) \['BBF'\] not in the table"):
         plots.plot_interval_estimates(fixture_aggregates(), tmp_path / "i.png", algorithms=["BBF"])
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+@pytest.mark.parametrize("zero_ci", [True, False])
+def test_interval_markers_at_zero_are_not_clipped(zero_ci):
+    """Scores of 0 (e.g. an untrained agent) with CIs starting at 0, or point estimates only: every marker and
+    bar must lie strictly inside the panel, not on its edge."""
+    rows = [{"algorithm": "zero", "metric": "iqm", "value": 0.0, "ci_low": 0.0 if zero_ci else np.nan,
+             "ci_high": 0.0 if zero_ci else np.nan},
+            {"algorithm": "ours", "metric": "iqm", "value": 0.2, "ci_low": 0.0, "ci_high": 0.4}]
+    fig = plots.interval_figure(pd.DataFrame(rows), metrics=["iqm"])
+    low, high = fig.axes[0].get_xlim()
+    assert low < -0.01 and high > 0.41, (low, high)
+    only_zero = plots.interval_figure(pd.DataFrame(rows[:1]), metrics=["iqm"])
+    low, high = only_zero.axes[0].get_xlim()
+    assert low < -0.01 and high > 0.01, (low, high)

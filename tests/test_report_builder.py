@@ -146,3 +146,46 @@ def test_invalid_inputs(tmp_path: Path) -> None:
     report.figure(make_png(tmp_path / "a" / "f.png", 0, (2, 2)))
     with pytest.raises(ValueError, match="rename one"):
         report.figure(make_png(tmp_path / "b" / "f.png", 1, (2, 2)))
+
+
+def _page_of(reader: PdfReader, text: str) -> int:
+    pages = [i for i, page in enumerate(reader.pages) if text in page.extract_text()]
+    assert len(pages) == 1, (text, pages)
+    return pages[0]
+
+
+@pytest.mark.parametrize("filler", range(30, 46, 3))
+def test_headings_stay_with_the_figure_or_table_they_introduce(tmp_path: Path, filler: int) -> None:
+    """Whatever the text above, a heading never ends a page: it lands on the page of the figure it introduces,
+    and a heading over a table that needs a landscape page moves to that page with it."""
+    report = Report("Headings", tmp_path / "out")
+    report.paragraph(" ".join(["Filler text that pushes the next heading down the page."] * filler))
+    report.heading("Figure heading")
+    report.figure(make_png(tmp_path / "fig.png", 0, (6, 4)), caption="The figure.")
+    report.heading("Wide section")
+    report.heading("Wide table heading", level=3)
+    wide = pd.DataFrame({f"a rather long column name {i}": np.arange(3) * 1000.5 for i in range(14)})
+    report.table(wide, "wide", caption="A table that needs a landscape page.")
+    _, pdf = report.write()
+    reader = PdfReader(str(pdf))
+    figure_page = _page_of(reader, "Figure heading")
+    assert len(reader.pages[figure_page].images) == 1
+    table_page = _page_of(reader, "Wide table heading")
+    assert "A table that needs a landscape page." in reader.pages[table_page].extract_text()
+    box = reader.pages[table_page].mediabox
+    assert box.width > box.height, "the heading is on the table's landscape page"
+
+
+def test_reports_never_import_ablations() -> None:
+    """Layers import downward only (run_suite -> ablations -> reports -> ...): a suite hands its report builder its
+    constants; a report module that imported its suite back would close a cycle. Lazy imports count too."""
+    import ast
+
+    offenders = []
+    for path in sorted((Path(__file__).parents[1] / "reports").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            offenders += [f"{path.name}:{node.lineno} imports {n}" for n in names
+                          if n == "ablations" or n.startswith("ablations.")]
+    assert not offenders, offenders

@@ -14,7 +14,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import Tensor
 
-from diamond.diffusion.samplers import check_n_steps, get_sampler, karras_sigmas
+from diamond.diffusion.samplers import KARRAS_CHURN, check_n_steps, get_sampler, karras_sigmas, sampler_kwargs
 
 Net = Callable[[Tensor, Tensor, Any], Tensor]
 
@@ -119,10 +119,16 @@ class EDMConfig:
     rho: float = 7.0
     init_noise_scale: float = 1.0
     quantize: bool = True
+    # stochastic samplers only (heun_churn: Karras et al. 2022 Alg. 2, their ImageNet-64 values; euler_ancestral: eta)
+    s_churn: float = KARRAS_CHURN["s_churn"]
+    s_tmin: float = KARRAS_CHURN["s_tmin"]
+    s_tmax: float = KARRAS_CHURN["s_tmax"]
+    s_noise: float = KARRAS_CHURN["s_noise"]
+    eta: float = 1.0
 
     def __post_init__(self) -> None:
         positive = {"sigma_data": self.sigma_data, "p_std": self.p_std, "rho": self.rho,
-                    "init_noise_scale": self.init_noise_scale}
+                    "init_noise_scale": self.init_noise_scale, "s_noise": self.s_noise}
         for key, value in positive.items():
             if value <= 0:
                 raise ValueError(f"EDMConfig.{key} must be > 0, got {value}.")
@@ -134,6 +140,9 @@ class EDMConfig:
                              f"and {self.sigma_max}.")
         if self.sigma_offset_noise < 0:
             raise ValueError(f"EDMConfig.sigma_offset_noise must be >= 0, got {self.sigma_offset_noise}.")
+        if self.s_churn < 0 or self.eta < 0 or not 0 <= self.s_tmin <= self.s_tmax:
+            raise ValueError("EDMConfig needs s_churn >= 0, eta >= 0 and 0 <= s_tmin <= s_tmax, got "
+                             f"{self.s_churn}, {self.eta}, {self.s_tmin} and {self.s_tmax}.")
 
 
 @dataclass
@@ -146,7 +155,10 @@ class DDPMConfig:
     single_step_start_t: int = 500
     offset_noise: float = 0.3
     sigma_data: float = 0.5  # not used by the loss; kept for the network's history scaling
-    quantize: bool = True
+    quantize: bool = True  # 8-bit sampled frames; False: raw D everywhere (oracle tests)
+    # released ddpm branch: x0 clipped to [-1, 1] at each step (diffusers' clip_sample), only the final frame
+    # quantised; True quantises x0 at every sampling step instead (this project's earlier DDPM path)
+    quantize_each_step: bool = False
 
     def __post_init__(self) -> None:
         if self.num_train_timesteps < 2:
@@ -168,6 +180,7 @@ class Paradigm(ABC):
     name: ClassVar[str]
     supported_samplers: ClassVar[tuple[str, ...]]
     config_class: ClassVar[type]
+    cfg: Any  # an instance of config_class
 
     @abstractmethod
     def training_loss(self, net: Net, x0: Tensor, cond: Any, *,
@@ -188,6 +201,15 @@ class Paradigm(ABC):
                       device: torch.device | str | None = None) -> Tensor:
         """The sampler's starting point at `sigmas(n_steps)[0]`."""
 
+    def finish(self, sample: Tensor) -> Tensor:
+        """The sampler's output as the frame the world model emits: 8-bit when cfg.quantize (a no-op on
+        frames already quantised by every denoising step)."""
+        return quantize_8bit(sample) if self.cfg.quantize else sample
+
+    def sampler_kwargs(self, sampler: str) -> dict[str, Any]:
+        """Keyword options of `sampler` set by this paradigm's config (none unless a subclass has some)."""
+        return {}
+
     def check_sampler(self, sampler: str) -> None:
         """Fail early, in one sentence, on a sampler this paradigm cannot drive."""
         get_sampler(sampler)
@@ -203,7 +225,7 @@ class EDM(Paradigm):
     """
 
     name = "edm"
-    supported_samplers = ("euler", "heun", "euler_maruyama")
+    supported_samplers = ("euler", "heun", "euler_maruyama", "heun_churn", "euler_ancestral")
     config_class = EDMConfig
 
     def __init__(self, cfg: EDMConfig | None = None) -> None:
@@ -236,6 +258,12 @@ class EDM(Paradigm):
         net_out, skip, out = self._forward(net, x, _batch_sigma(sigma, x), cond)
         denoised = edm_denoised(x, net_out, skip, out)
         return quantize_8bit(denoised) if self.cfg.quantize else denoised
+
+    def sampler_kwargs(self, sampler: str) -> dict[str, Any]:
+        """Churn settings for heun_churn, eta for euler_ancestral, from the config."""
+        c = self.cfg
+        return sampler_kwargs(sampler, {"s_churn": c.s_churn, "s_tmin": c.s_tmin, "s_tmax": c.s_tmax,
+                                        "s_noise": c.s_noise, "eta": c.eta})
 
     def sigmas(self, n_steps: int) -> Tensor:
         """Karras rho grid from sigma_max to sigma_min, then 0."""
@@ -335,12 +363,15 @@ class DDPM(Paradigm):
 
     @torch.no_grad()
     def denoise(self, net: Net, x: Tensor, sigma: Tensor, cond: Any) -> Tensor:
-        """D(x~; sigma) = x~ - sigma eps(x_t, t); clamped and 8-bit quantised when cfg.quantize."""
+        """D(x~; sigma) = x~ - sigma eps(x_t, t); with cfg.quantize clipped to [-1, 1] (the released branch),
+        or 8-bit quantised with cfg.quantize_each_step; the final frame is quantised by `finish`."""
         sigma = _batch_sigma(sigma, x)
         t = self.sigma_to_timestep(sigma)
         x_t = x * self._alpha_bar(t, x).sqrt()  # c_in x~ with c_in = 1 / sqrt(1 + sigma^2)
         denoised = x - per_sample(sigma, x) * self._eps(net, x_t, t, cond)
-        return quantize_8bit(denoised) if self.cfg.quantize else denoised
+        if not self.cfg.quantize:
+            return denoised
+        return quantize_8bit(denoised) if self.cfg.quantize_each_step else denoised.clamp(-1.0, 1.0)
 
     def initial_noise(self, shape: tuple[int, ...], *, n_steps: int,
                       generator: torch.Generator | None = None,
