@@ -41,6 +41,7 @@ LADDER: tuple[tuple[str, str | None], ...] = (
     ("+replay_on_device", "perf.replay_on_device"),
 )
 PHASES = {"denoiser": "left", "reward_end": "both", "actor_critic": "left"}  # segment padding of each learner
+TIMED = ("denoiser_update", "reward_end_update", "actor_critic_update", "imagination")  # Workload steps with a row
 
 
 @dataclass
@@ -170,49 +171,77 @@ def with_values(cfg: Config, values: dict[str, Any]) -> Config:
     return new
 
 
-def benchmark(cfg: Config, batch: int, warmup: int, repeats: int, collect_steps: int, workdir: Path,
-              learners_only: bool = False) -> list[Row]:
-    """All rows for one configuration, measured at `batch` and extrapolated linearly to cfg's batch size."""
-    target = cfg.training.batch_size
+@dataclass
+class Workload:
+    """A Trainer on real frames with one batch per learner, and what is timed as zero-argument calls: the three
+    updates, imagination (H world-model steps) and imagination_step (one, the unit of the side by side with the
+    released code in tools/gpu)."""
+
+    trainer: Trainer
+    seq: dict[str, int]  # segment length of each learner
+    steps: dict[str, Callable[[], Any]]
+    uniform_s: float  # seconds per uniform-collection env step
+
+
+def workload(cfg: Config, batch: int, collect_steps: int, workdir: Path) -> Workload:
+    """Build cfg's Trainer at `batch`, collect real frames uniformly, sample one batch per learner."""
     run_cfg = with_values(cfg, {"training.batch_size": batch})
     trainer = Trainer(run_cfg, workdir)
     device, t, agent, learner = trainer.device, run_cfg.training, trainer.agent, trainer.learner
-    scale = target / batch
-    rows: list[Row] = []
     start = time.perf_counter()
     trainer.collect(max(collect_steps, 4 * t.reward_end_seq_len), uniform=True, desc="bench: uniform collection")
     uniform_s = (time.perf_counter() - start) / trainer.replay.num_steps
     seq = {"denoiser": run_cfg.diffusion.num_history + run_cfg.diffusion.train_chain,
            "reward_end": t.reward_end_seq_len + 1, "actor_critic": t.burn_in}
     batches = {name: trainer._segments(seq[name], pad) for name, pad in PHASES.items()}
-    for name, pad in PHASES.items():
-        seconds, peak = measure(partial(trainer._segments, seq[name], pad), device, warmup, repeats)
-        rows.append(Row(f"sample_{name}", "batches", seconds, 1, scale, None, peak))
-    updates = {
-        "denoiser": lambda o, s: learner.update_denoiser(o, s.act, s.mask),
-        "reward_end": lambda o, s: learner.update_reward_end(o, s.act, s.rew, s.end, s.mask),
-        "actor_critic": lambda o, s: learner.update_actor_critic(o, s.act),
-    }
-    for name, update in updates.items():
-        seconds, peak = measure(partial(update, *batches[name]), device, warmup, repeats)
-        rows.append(Row(f"{name}_update", "steps", seconds, 1, scale, None, peak))
-    obs, seg = batches["actor_critic"]
+    (o_d, s_d), (o_r, s_r), (obs, seg) = batches["denoiser"], batches["reward_end"], batches["actor_critic"]
     step = learner.imagine_step or partial(world_model_step, agent.world_model, agent.reward_end)
 
     @torch.no_grad()
     def imagine_frames() -> None:
         hist_obs, hist_act, state = obs, seg.act, None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=run_cfg.perf.bf16):
-            for _ in range(t.imagination_horizon):
+            for _ in range(t.imagination_horizon):  # the new action fills the last slot, as in imagine()
+                action = torch.randint_like(hist_act[:, :1], trainer.num_actions)
+                hist_act = torch.cat([hist_act[:, :-1], action], 1)
                 nxt, _, _, state = step(hist_obs, hist_act, state)
                 hist_obs = torch.cat([hist_obs[:, 1:], nxt[:, None]], dim=1)
-                hist_act = torch.cat([hist_act[:, 1:], torch.randint_like(hist_act[:, :1], trainer.num_actions)], 1)
+                hist_act = torch.cat([hist_act[:, 1:], action], 1)
 
-    seconds, peak = measure(imagine_frames, device, warmup, repeats)
-    rows.append(Row("imagination", "frames", seconds, target * t.imagination_horizon, scale, None, peak))
+    @torch.no_grad()
+    def imagine_one() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=run_cfg.perf.bf16):
+            step(obs, seg.act, None)
+
+    steps = {
+        "denoiser_update": lambda: learner.update_denoiser(o_d, s_d.act, s_d.mask),
+        "reward_end_update": lambda: learner.update_reward_end(o_r, s_r.act, s_r.rew, s_r.end, s_r.mask),
+        "actor_critic_update": lambda: learner.update_actor_critic(obs, seg.act),
+        "imagination": imagine_frames,
+        "imagination_step": imagine_one,
+    }
+    return Workload(trainer, seq, steps, uniform_s)
+
+
+def benchmark(cfg: Config, batch: int, warmup: int, repeats: int, collect_steps: int, workdir: Path,
+              learners_only: bool = False) -> list[Row]:
+    """All rows for one configuration, measured at `batch` and extrapolated linearly to cfg's batch size."""
+    target = cfg.training.batch_size
+    work = workload(cfg, batch, collect_steps, workdir)
+    trainer, device, t = work.trainer, work.trainer.device, work.trainer.cfg.training
+    scale = target / batch
+    rows: list[Row] = []
+    for name, pad in PHASES.items():
+        seconds, peak = measure(partial(trainer._segments, work.seq[name], pad), device, warmup, repeats)
+        rows.append(Row(f"sample_{name}", "batches", seconds, 1, scale, None, peak))
+    for name in TIMED:
+        seconds, peak = measure(work.steps[name], device, warmup, repeats)
+        frames = name == "imagination"
+        rows.append(Row(name, "frames" if frames else "steps", seconds,
+                        target * t.imagination_horizon if frames else 1, scale, None, peak))
     if learners_only:
         return rows
-    rows.append(Row("collect_uniform", "env steps", uniform_s, 1))
+    rows.append(Row("collect_uniform", "env steps", work.uniform_s, 1))
     seconds, peak = measure(lambda: trainer.collect(collect_steps, uniform=False, desc="bench: policy collection"),
                             device, warmup, repeats)
     rows.append(Row("collect_policy", "env steps", seconds / collect_steps, 1, 1.0, None, peak))
@@ -332,6 +361,19 @@ def markdown(report: dict[str, Any], rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def projection(cfg: Config, rows: list[Row], eval_episode_steps: float) -> dict[str, Any]:
+    """Projected wall time of one whole run of cfg from measured rows (evaluation episodes of
+    `eval_episode_steps` agent steps, capped at the time limit; the upper bound assumes every one hits it)."""
+    cap = cfg.env.eval_max_episode_frames / cfg.env.frameskip  # the time limit, in agent steps
+    episode_steps = min(eval_episode_steps, cap)
+    counts = schedule(cfg, episode_steps)
+    seconds = project(rows, counts)
+    return {"assumption": f"{episode_steps:,.0f} agent steps per evaluation episode; replay sampling "
+                          "measured on a small replay; imagination is part of each actor-critic update",
+            "counts": counts, "seconds": seconds, "total_s": sum(seconds.values()),
+            "total_upper_s": sum(project(rows, schedule(cfg, cap)).values())}
+
+
 def run_benchmark(cfg: Config, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     device = resolve_device(cfg.perf.device)
     per_sample = count_flops(cfg, num_actions(cfg.env.game))
@@ -340,10 +382,7 @@ def run_benchmark(cfg: Config, args: argparse.Namespace) -> tuple[dict[str, Any]
                          args.collect_steps, Path(tmp))
     attach_flops(rows, per_sample, cfg.training.batch_size)
     peak, peak_op = matmul_peak(device)
-    cap = cfg.env.eval_max_episode_frames / cfg.env.frameskip  # the time limit, in agent steps
-    episode_steps = min(args.eval_episode_steps, cap)
-    counts, counts_upper = schedule(cfg, episode_steps), schedule(cfg, cap)
-    seconds = project(rows, counts)
+    counts = schedule(cfg, args.eval_episode_steps)
     run_flops = sum(counts[f"{k}_update"] * cfg.training.batch_size * per_sample[f"{k}_update"] for k in PHASES)
     report = {
         "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
@@ -355,34 +394,46 @@ def run_benchmark(cfg: Config, args: argparse.Namespace) -> tuple[dict[str, Any]
         "rows": [{**r.__dict__, "target_seconds": r.target_seconds, "rate": r.rate} for r in rows],
         "peak_memory_bytes": max(r.peak_bytes for r in rows), "run_update_flops": run_flops,
         "replay_bytes": cfg.training.total_env_steps * 3 * cfg.env.size**2,
-        "projection": {
-            "assumption": f"{episode_steps:,.0f} agent steps per evaluation episode; replay sampling "
-                          "measured on a small replay; imagination is part of each actor-critic update",
-            "counts": counts, "seconds": seconds, "total_s": sum(seconds.values()),
-            "total_upper_s": sum(project(rows, counts_upper).values()),
-        },
+        "projection": projection(cfg, rows, args.eval_episode_steps),
     }
     return report, markdown(report, rows)
 
 
-def run_ladder(cfg: Config, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    """The learner rows and the projected run time for each cumulative fast-path configuration."""
-    counts = schedule(cfg, args.eval_episode_steps)
-    base = {k: v for k, v in counts.items() if not k.startswith(("collect", "eval", "checkpoint"))}
-    results, values = [], {}
+def ladder_configs(cfg: Config) -> list[tuple[str, Config]]:
+    """The cumulative fast-path configurations of LADDER, each a validated copy of cfg."""
+    values: dict[str, Any] = {}
+    out = []
     for label, switch in LADDER:
         if switch:
             values[switch] = True
-        step_cfg = with_values(cfg, values)
-        with tempfile.TemporaryDirectory(prefix="diamond-bench-") as tmp:
-            rows = benchmark(step_cfg, args.batch_size or cfg.training.batch_size, args.warmup, args.repeats,
-                             args.collect_steps, Path(tmp), learners_only=True)
-        by = {r.name: r for r in rows}
-        results.append({"config": label, "rows": [{**r.__dict__, "rate": r.rate} for r in rows],
-                        "learner_hours": sum(project(rows, base).values()) / 3600,
-                        "peak_memory_bytes": max(r.peak_bytes for r in rows),
-                        **{f"{k}_per_s": by[k].rate for k in ("denoiser_update", "reward_end_update",
-                                                              "actor_critic_update", "imagination")}})
+        out.append((label, with_values(cfg, values)))
+    return out
+
+
+def ladder_rung(label: str, cfg: Config, args: argparse.Namespace, per_sample: dict[str, int] | None = None,
+                learners_only: bool = True) -> dict[str, Any]:
+    """One rung: the learner rows (with FLOPs when `per_sample` is given), their share of a whole run, and, unless
+    `learners_only`, the whole-run projection with collection, evaluation and checkpoints measured too."""
+    with tempfile.TemporaryDirectory(prefix="diamond-bench-") as tmp:
+        rows = benchmark(cfg, args.batch_size or cfg.training.batch_size, args.warmup, args.repeats,
+                         args.collect_steps, Path(tmp), learners_only=learners_only)
+    if per_sample is not None:
+        attach_flops(rows, per_sample, cfg.training.batch_size)
+    counts = schedule(cfg, args.eval_episode_steps)
+    base = {k: v for k, v in counts.items() if not k.startswith(("collect", "eval", "checkpoint"))}
+    by = {r.name: r for r in rows}
+    result = {"config": label, "perf": {f.name: getattr(cfg.perf, f.name) for f in fields(cfg.perf)},
+              "rows": [{**r.__dict__, "target_seconds": r.target_seconds, "rate": r.rate} for r in rows],
+              "learner_hours": sum(project(rows, base).values()) / 3600,
+              "peak_memory_bytes": max(r.peak_bytes for r in rows),
+              **{f"{k}_per_s": by[k].rate for k in ("denoiser_update", "reward_end_update", "actor_critic_update",
+                                                   "imagination")}}
+    if not learners_only:
+        result["projection"] = projection(cfg, rows, args.eval_episode_steps)
+    return result
+
+
+def ladder_markdown(cfg: Config, args: argparse.Namespace, results: list[dict[str, Any]]) -> str:
     device = resolve_device(cfg.perf.device)
     lines = [f"Ladder on **{device_name(device)}**, torch {torch.__version__}, profile `{cfg.profile}`, batch "
              f"{cfg.training.batch_size} (measured at {args.batch_size or cfg.training.batch_size}); learner phases "
@@ -396,8 +447,14 @@ def run_ladder(cfg: Config, args: argparse.Namespace) -> tuple[dict[str, Any], s
                      f"{r['actor_critic_update_per_s']:.3g} | {r['imagination_per_s']:,.0f} | "
                      f"{_fmt_time(3600 * r['learner_hours'])} | {gain} | {_fmt_bytes(r['peak_memory_bytes'])} |")
         prev = r["learner_hours"]
-    return {"device_name": device_name(device), "torch": torch.__version__, "profile": cfg.profile,
-            "ladder": results}, "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def run_ladder(cfg: Config, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """The learner rows and the projected run time for each cumulative fast-path configuration."""
+    results = [ladder_rung(label, step_cfg, args) for label, step_cfg in ladder_configs(cfg)]
+    return {"device_name": device_name(resolve_device(cfg.perf.device)), "torch": torch.__version__,
+            "profile": cfg.profile, "ladder": results}, ladder_markdown(cfg, args, results)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -438,4 +495,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from diamond.cli import run_cli  # the shared error path: known errors, Ctrl-C, disk errors in one line
+
+    raise SystemExit(run_cli("python -m diamond.bench", main))
