@@ -33,6 +33,8 @@ class ClusterConfig:
     constraint: str | None = None
     additional_parameters: dict[str, Any] = field(default_factory=dict)
     setup: list[str] = field(default_factory=list)
+    poll_s: float = 15.0  # seconds between two squeue calls while waiting for the jobs
+    source: Path | None = field(default=None, compare=False)  # the YAML file these came from, for messages
 
     def __post_init__(self) -> None:
         for name in ("partition", "account", "qos", "constraint"):
@@ -44,6 +46,8 @@ class ClusterConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"cluster config: {name} must be an integer >= {low}, got {value!r}")
+        if isinstance(self.poll_s, bool) or not isinstance(self.poll_s, (int, float)) or self.poll_s <= 0:
+            raise ValueError(f"cluster config: poll_s must be a number of seconds > 0, got {self.poll_s!r}")
         if not isinstance(self.additional_parameters, dict):
             raise ValueError(f"cluster config: additional_parameters must be a mapping, "
                              f"got {self.additional_parameters!r}")
@@ -61,12 +65,12 @@ def load_cluster_config(path: str | os.PathLike) -> ClusterConfig:
         raw = {}
     if not isinstance(raw, dict):
         raise ValueError(f"cluster config {path}: expected a mapping of settings, got {type(raw).__name__}")
-    valid = [f.name for f in dataclasses.fields(ClusterConfig)]
+    valid = [f.name for f in dataclasses.fields(ClusterConfig) if f.name != "source"]
     unknown = sorted(set(raw) - set(valid))
     if unknown:
         raise ValueError(f"cluster config {path}: unknown key(s) {unknown}; valid keys are {valid}")
     try:
-        return ClusterConfig(**raw)
+        return ClusterConfig(**raw, source=path)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from e
 

@@ -3,12 +3,17 @@
 A run is a folder (config.yaml, metrics.jsonl, checkpoints/last.pt, result.json: DESIGN.md); the
 launcher only looks at result.json ("done") and checkpoints/last.pt ("partial", resumable), so
 launching the same grid twice never re-trains a finished run and continues interrupted ones.
+On Slurm, the submitted job ids are kept in <log_dir>/jobs.json: a relaunch waits on jobs still queued or
+running instead of submitting them again, and a job that leaves the queue without a result (cancelled, killed)
+is reported failed whether or not the cluster keeps accounting (slurm/queue.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
+import io
 import json
 import re
 import time
@@ -20,21 +25,21 @@ from typing import Any, Callable
 
 import submitit
 from submitit.core.utils import FailedJobError, UncompletedJobError
-from tqdm import tqdm
 
+from diamond.errors import RunLockedError
 from diamond.io import atomic_write_json, read_json
 from slurm.executors import (ClusterConfig, ExecutorKind, load_cluster_config, make_executor, resolve_kind,
                              visible_gpu_ids)
+from slurm.progress import SuiteProgress
+from slurm.queue import ACTIVE_STATES, SlurmWatch, job_states, rejection_error
 
 __all__ = ["RunSpec", "RunJob", "LaunchReport", "ClusterConfig", "load_cluster_config", "make_executor",
            "launch", "dry_run_table", "run_status"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ENTRY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-# Slurm states of a job that is still queued or running and will write to its run folder.
-_ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED",
-                        "RESIZING", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "SIGNALING", "STAGE_OUT"}
-_POLL_S = {"local": 0.5, "slurm": 30.0}
+_LOCAL_POLL_S = 0.5  # local jobs are our own processes: cheap to poll; Slurm's pace is ClusterConfig.poll_s
+_LOST_GRACE_MIN_S = 10.0  # a job out of the queue may take this long to show its result file on a network FS
 JOBS_FILE = "jobs.json"  # in log_dir: run name -> Slurm job id, to re-attach instead of double-submitting
 
 
@@ -114,19 +119,26 @@ class LaunchReport:
     finished: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str, Path]] = field(default_factory=list)  # (name, error summary, log path)
+    elsewhere: list[tuple[str, str]] = field(default_factory=list)  # (name, why): another process holds its folder
 
     @property
     def ok(self) -> bool:
+        """No run failed; a run going on elsewhere is not done here, but it has not failed either."""
         return not self.failed
 
     def summary(self) -> str:
+        elsewhere = f", {len(self.elsewhere)} running elsewhere" if self.elsewhere else ""
         lines = [f"{len(self.finished)} finished, {len(self.skipped)} skipped (already done), "
-                 f"{len(self.failed)} failed"]
+                 f"{len(self.failed)} failed{elsewhere}"]
         for name, error, log in self.failed:
             lines += [f"  FAILED {name}: {error}", f"    log: {log}"]
+        for name, why in self.elsewhere:
+            lines.append(f"  RUNNING ELSEWHERE {name}: {why}")
         if self.failed:
             lines.append("Re-run the same command to retry the failed runs; "
                          "each resumes from its last checkpoint, if any.")
+        if self.elsewhere:
+            lines.append("Another live process is running those runs; re-run the same command once it has finished.")
         return "\n".join(lines)
 
 
@@ -144,18 +156,36 @@ def _error_summary(err: BaseException) -> str:
     return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
-def _collect(job: submitit.Job, spec: RunSpec, report: LaunchReport) -> None:
+def _collect(job: submitit.Job, spec: RunSpec, report: LaunchReport, progress: SuiteProgress) -> None:
     """Record one finished job; a failure is written down, never raised, so the others go on."""
     err = job.exception()
     if err is None:
         job.result()
         report.finished.append(spec.name)
+        progress.finished(spec.name, "finished")
+        return
+    error = _error_summary(err)
+    if RunLockedError.__name__ in error:  # the run folder's lock is held: it runs elsewhere, it did not fail
+        report.elsewhere.append((spec.name, error))
+        progress.finished(spec.name, "running elsewhere")
         return
     log = Path(job.paths.stderr)
     if not log.is_file() or log.stat().st_size == 0:  # the debug executor runs in-process and logs nothing
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("".join(traceback.format_exception(err)), encoding="utf-8")
-    report.failed.append((spec.name, _error_summary(err), log))
+    report.failed.append((spec.name, error, log))
+    progress.finished(spec.name, "FAILED")
+
+
+def _lost(job: submitit.Job, spec: RunSpec, state: str, report: LaunchReport, progress: SuiteProgress) -> None:
+    """A Slurm job that left the queue without a result: cancelled, killed, or its node lost."""
+    error = f"Slurm job {job.job_id} ended without a result (state: {state})"
+    log = Path(job.paths.stderr)
+    if not log.is_file():  # cancelled before it started: leave the reason where the summary points
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(error + "\n", encoding="utf-8")
+    report.failed.append((spec.name, error, log))
+    progress.finished(spec.name, "FAILED")
 
 
 def _record_jobs(log_dir: Path, submitted: dict[str, str]) -> None:
@@ -167,13 +197,16 @@ def _record_jobs(log_dir: Path, submitted: dict[str, str]) -> None:
 
 def attach_active_slurm_jobs(specs: list[RunSpec], log_dir: Path) -> dict[str, submitit.Job]:
     """Jobs of an earlier launch that are still queued/running: wait on them instead of submitting a
-    second job that would write into the same run folder (e.g. after the launching shell died)."""
+    second job that would write into the same run folder (e.g. after the launching shell died).
+    Asks squeue, then sacct; raises SlurmQueryError when neither answers, rather than risk a double submission."""
     path = log_dir / JOBS_FILE
     if not path.is_file():
         return {}
     known = read_json(path)
-    jobs = {s.name: submitit.SlurmJob(folder=log_dir, job_id=str(known[s.name])) for s in specs if s.name in known}
-    return {name: job for name, job in jobs.items() if job.state.split()[0].upper() in _ACTIVE_SLURM_STATES}
+    ids = {s.name: str(known[s.name]) for s in specs if s.name in known}
+    states = job_states(ids.values())
+    return {name: submitit.SlurmJob(folder=log_dir, job_id=job_id) for name, job_id in ids.items()
+            if states[job_id] in ACTIVE_STATES}
 
 
 def _check_specs(specs: list[RunSpec]) -> None:
@@ -194,8 +227,9 @@ def _check_specs(specs: list[RunSpec]) -> None:
 
 def launch(specs: list[RunSpec], executor: ExecutorKind = "auto", *, log_dir: Path,
            cluster: ClusterConfig | None = None, max_parallel: int | None = None,
-           progress: bool = True) -> LaunchReport:
-    """Run every spec that is not done and wait; failures are collected, not raised."""
+           progress: bool = True, progress_every_s: float = 30.0) -> LaunchReport:
+    """Run every spec that is not done and wait; failures are collected, not raised. While waiting, every
+    `progress_every_s` seconds each running run that moved gets one line (slurm/progress.py)."""
     _check_specs(specs)
     kind = resolve_kind(executor)
     log_dir = Path(log_dir)
@@ -203,36 +237,71 @@ def launch(specs: list[RunSpec], executor: ExecutorKind = "auto", *, log_dir: Pa
     todo = deque(s for s in specs if run_status(s) != "done")
     if not todo:
         return report
+    cluster = cluster or ClusterConfig()
     ex = make_executor(kind, log_dir, cluster, max_parallel)
-    with tqdm(total=len(todo), desc=f"runs ({kind})", unit="run", disable=not progress) as bar:
+    bar = SuiteProgress(len(todo), f"runs ({kind})", enabled=progress, every_s=progress_every_s)
+    try:
         if kind == "debug":  # in-process, one after the other: exception() executes the job
             for spec in todo:
-                _collect(ex.submit(RunJob(spec)), spec, report)
-                bar.update(1)
+                _collect(ex.submit(RunJob(spec)), spec, report, bar)
         elif kind == "slurm":
-            _wait(ex, kind, deque(), _submit_slurm(ex, list(todo), log_dir), report, bar, parallel=0, gpus=[])
+            _wait_slurm(_submit_slurm(ex, list(todo), log_dir, cluster, bar), report, bar, cluster.poll_s)
         else:
             gpus = visible_gpu_ids()
-            _wait(ex, kind, todo, [], report, bar, parallel=max_parallel or max(1, len(gpus)), gpus=gpus)
+            _wait_local(ex, todo, report, bar, parallel=max_parallel or max(1, len(gpus)), gpus=gpus)
+    finally:
+        bar.close()
     return report
 
 
-def _submit_slurm(ex: submitit.Executor, todo: list[RunSpec], log_dir: Path) -> list[tuple[submitit.Job, RunSpec]]:
-    """Re-attach to runs still queued from an earlier launch; submit the rest as ONE job array."""
+def _submit_slurm(ex: submitit.Executor, todo: list[RunSpec], log_dir: Path, cluster: ClusterConfig,
+                  progress: SuiteProgress) -> list[tuple[submitit.Job, RunSpec]]:
+    """Re-attach to runs still queued from an earlier launch; submit the rest as ONE job array.
+    An sbatch refusal (e.g. more memory than any node has) raises SubmissionRejectedError, one sentence."""
     attached = attach_active_slurm_jobs(todo, log_dir)
     running = [(attached[s.name], s) for s in todo if s.name in attached]
     fresh = [s for s in todo if s.name not in attached]
+    if attached:
+        progress.note(f"{len(attached)} run(s) still queued or running from an earlier launch, waited on, not "
+                      f"submitted again: Slurm job(s) {', '.join(j.job_id for j in attached.values())}")
     if fresh:
-        jobs = ex.submit_array([RunJob(s) for s in fresh])
+        sbatch_said = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(sbatch_said):  # submitit echoes sbatch's stderr: ours says it once
+                jobs = ex.submit_array([RunJob(s) for s in fresh])
+        except FailedJobError as e:
+            raise rejection_error(str(e) or sbatch_said.getvalue(), dataclasses.asdict(cluster), cluster.source) from e
         _record_jobs(log_dir, {s.name: j.job_id for j, s in zip(jobs, fresh)})
         running += list(zip(jobs, fresh))
+        progress.note(f"submitted {len(fresh)} run(s) as Slurm job {jobs[0].job_id.split('_')[0]} (logs: {log_dir})")
     return running
 
 
-def _wait(ex: submitit.Executor, kind: str, todo: deque[RunSpec], running: list[tuple[submitit.Job, RunSpec]],
-          report: LaunchReport, bar: tqdm, parallel: int, gpus: list[int]) -> None:
-    """Poll until every job is done, feeding `todo` in so that at most `parallel` run at once (local);
-    each local job is pinned to one visible GPU, round-robin."""
+def _wait_slurm(running: list[tuple[submitit.Job, RunSpec]], report: LaunchReport, bar: SuiteProgress,
+                poll_s: float) -> None:
+    """Ask squeue every `poll_s` s until each job has a result or has left the queue without one. Interrupting
+    leaves the jobs running: the next launch re-attaches to them."""
+    watch = SlurmWatch(grace_s=max(poll_s, _LOST_GRACE_MIN_S))
+    while running:
+        watch.refresh(job for job, _ in running)
+        for job, spec in list(running):
+            if watch.has_result(job):
+                _collect(job, spec, report, bar)
+            elif watch.lost(job):
+                _lost(job, spec, watch.state(job), report, bar)
+            else:
+                continue
+            running.remove((job, spec))
+        bar.running((s.name, s.run_dir, Path(j.paths.stderr), watch.state(j)) for j, s in running)
+        if running:
+            time.sleep(poll_s)
+
+
+def _wait_local(ex: submitit.Executor, todo: deque[RunSpec], report: LaunchReport, bar: SuiteProgress,
+                parallel: int, gpus: list[int]) -> None:
+    """Poll until every job is done, feeding `todo` in so that at most `parallel` run at once;
+    each job is pinned to one visible GPU, round-robin."""
+    running: list[tuple[submitit.Job, RunSpec]] = []
     free_slots = deque(range(parallel))
     slot_of: dict[str, int] = {}
     try:
@@ -245,17 +314,14 @@ def _wait(ex: submitit.Executor, kind: str, todo: deque[RunSpec], running: list[
                 slot_of[spec.name] = slot
             for job, spec in [(j, s) for j, s in running if j.done()]:
                 running.remove((job, spec))
-                _collect(job, spec, report)
-                if spec.name in slot_of:
-                    free_slots.append(slot_of.pop(spec.name))
-                bar.update(1)
-                bar.set_postfix(failed=len(report.failed))
+                _collect(job, spec, report, bar)
+                free_slots.append(slot_of.pop(spec.name))
+            bar.running((s.name, s.run_dir, Path(j.paths.stderr), "") for j, s in running)
             if running:
-                time.sleep(_POLL_S[kind])
-    except BaseException:
-        if kind == "local":  # local jobs would outlive us and race a relaunch; Slurm jobs are re-attached
-            for job, _ in running:
-                job.cancel(check=False)
+                time.sleep(_LOCAL_POLL_S)
+    except BaseException:  # local jobs would outlive us and race a relaunch (Slurm jobs are re-attached)
+        for job, _ in running:
+            job.cancel(check=False)
         raise
 
 

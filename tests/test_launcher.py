@@ -1,8 +1,11 @@
-"""Launcher: skip done runs, resume partial ones, report failures with logs, Slurm arrays, requeue."""
+"""Launcher: skip done runs, resume partial ones, report failures with logs, Slurm arrays, requeue, re-attach,
+lost jobs, sbatch refusals and per-run progress (fake sbatch/squeue/sacct; tests/slurm/ has the real Slurm)."""
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
 import re
 import sys
 import textwrap
@@ -13,9 +16,12 @@ from types import SimpleNamespace
 import pytest
 import submitit
 
+from diamond.errors import KnownError, RunLockedError
 from diamond.io import read_json, read_jsonl
 from slurm.launcher import (ClusterConfig, RunJob, RunSpec, attach_active_slurm_jobs, dry_run_table, launch,
                             load_cluster_config, make_executor, run_status)
+from slurm.progress import SuiteProgress, describe
+from slurm.queue import SubmissionRejectedError
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRY = "tests._toy_entry:toy_entry"
@@ -146,7 +152,8 @@ def test_dry_run_table_totals(tmp_path: Path) -> None:
 
 def test_cluster_yaml(tmp_path: Path) -> None:
     example = load_cluster_config(REPO / "slurm" / "cluster.example.yaml")
-    assert example.gpus_per_node == 1 and example.setup
+    assert example.gpus_per_node == 1 and example.setup and example.poll_s == 15
+    assert example.source == REPO / "slurm" / "cluster.example.yaml"
     bad = tmp_path / "cluster.yaml"
     bad.write_text("partition: gpu\ngpus_per_nod: 2\n")
     with pytest.raises(ValueError, match=re.escape(str(bad)) + r".*gpus_per_nod"):
@@ -154,33 +161,61 @@ def test_cluster_yaml(tmp_path: Path) -> None:
     bad.write_text("mem_gb: lots\n")
     with pytest.raises(ValueError, match=re.escape(str(bad)) + r".*mem_gb"):
         load_cluster_config(bad)
+    bad.write_text("poll_s: 0\n")
+    with pytest.raises(ValueError, match=re.escape(str(bad)) + r".*poll_s must be a number of seconds > 0"):
+        load_cluster_config(bad)
+    bad.write_text("source: elsewhere.yaml\n")  # where the settings came from is not itself a setting
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['source'\]"):
+        load_cluster_config(bad)
 
 
 FAKE_SBATCH = """
 state = Path(os.environ["FAKE_SLURM_DIR"])
+if os.environ.get("FAKE_SBATCH_REJECT"):
+    sys.exit("sbatch: error: Memory specification can not be satisfied\\n"
+             "sbatch: error: Batch job submission failed: Requested node configuration is not available")
 jid = str(time.time_ns() % 10**12)  # unique: submitit's watcher caches job states by id for the session
 (state / f"{jid}.sh").write_text(Path(sys.argv[-1]).read_text())
 print(f"Submitted batch job {jid}")
 """
-FAKE_SACCT = """
-# Runs pending jobs on first query (by then submitit has put their pickles in place), then reports.
+# squeue and sacct both "schedule": they run every pending script (by then submitit has put its pickles in
+# place) and record each task's final state in states.txt, then answer from it like the real commands.
+FAKE_SCHEDULER = """
 state = Path(os.environ["FAKE_SLURM_DIR"])
-acct = state / "acct.txt"
 for script in sorted(state.glob("*.sh")):
     jid, text = script.stem, script.read_text()
     m = re.search(r"^#SBATCH --array=0-(\\d+)%\\d+$", text, re.M)
     for t in (range(int(m.group(1)) + 1) if m else [None]):
-        env = dict(os.environ, SLURM_JOB_ID=jid, SLURM_NTASKS="1", SLURM_JOB_NUM_NODES="1", SLURM_NODEID="0",
-                   SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_JOB_NODELIST="fake0")
-        if t is not None:
-            env.update(SLURM_ARRAY_JOB_ID=jid, SLURM_ARRAY_TASK_ID=str(t))
-        with (state / f"{jid}_{t}.batch.out").open("a") as out:  # sbatch sends the script's own output to a file
-            rc = subprocess.call(["bash", str(script)], env=env, stdout=out, stderr=subprocess.STDOUT)
-        with acct.open("a") as f:
-            f.write(f"{jid if t is None else f'{jid}_{t}'}|{'COMPLETED' if rc == 0 else 'FAILED'}|fake0\\n")
+        task = jid if t is None else f"{jid}_{t}"
+        if os.environ.get("FAKE_SLURM_CANCEL"):
+            rc = "CANCELLED"
+        else:
+            env = dict(os.environ, SLURM_JOB_ID=jid, SLURM_NTASKS="1", SLURM_JOB_NUM_NODES="1", SLURM_NODEID="0",
+                       SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_JOB_NODELIST="fake0")
+            if t is not None:
+                env.update(SLURM_ARRAY_JOB_ID=jid, SLURM_ARRAY_TASK_ID=str(t))
+            with (state / f"{task}.batch.out").open("a") as out:  # sbatch sends the script's output to a file
+                rc = subprocess.call(["bash", str(script)], env=env, stdout=out, stderr=subprocess.STDOUT)
+        with (state / "states.txt").open("a") as f:
+            f.write(f"{task}|{rc if isinstance(rc, str) else 'COMPLETED' if rc == 0 else 'FAILED'}\\n")
     script.rename(script.with_suffix(".done"))
-print("JobID|State|NodeList")
-print(acct.read_text() if acct.exists() else "", end="")
+lines = (state / "states.txt").read_text().splitlines() if (state / "states.txt").exists() else []
+known = dict(line.split("|") for line in lines)
+asked = [j for a in sys.argv if a.startswith("--jobs=") for j in a.split("=", 1)[1].split(",")]
+"""
+FAKE_SQUEUE = """
+if os.environ.get("FAKE_SQUEUE_DOWN"):
+    sys.exit("squeue: error: Unable to contact slurm controller (connect failure)")
+purged = (state / "purged.txt").read_text().split() if (state / "purged.txt").exists() else []
+hits = [f"{i}|{s}" for i, s in known.items() if i.split("_")[0] in asked and i not in purged]
+if not hits:
+    sys.exit("slurm_load_jobs error: Invalid job id specified")
+print("\\n".join(hits))
+"""
+FAKE_SACCT = """
+if os.environ.get("FAKE_NO_ACCOUNTING"):
+    sys.exit("Slurm accounting storage is disabled")
+print("\\n".join(f"{i}|{s}" for i, s in known.items() if i in asked or i.split("_")[0] in asked))
 """
 FAKE_SRUN = """
 args, out, err = sys.argv[1:], None, None
@@ -198,11 +233,12 @@ with open(out, "a") as o, open(err, "a") as e:
 
 @pytest.fixture
 def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """sbatch/sacct/srun stand-ins on PATH: jobs really run, through submitit's Slurm code path."""
+    """sbatch/squeue/sacct/srun stand-ins on PATH: jobs really run, through submitit's Slurm code path."""
     bin_dir, state = tmp_path / "fakebin", tmp_path / "fakeslurm"
     bin_dir.mkdir()
     state.mkdir()
-    for name, body in (("sbatch", FAKE_SBATCH), ("sacct", FAKE_SACCT), ("srun", FAKE_SRUN)):
+    for name, body in (("sbatch", FAKE_SBATCH), ("squeue", FAKE_SCHEDULER + FAKE_SQUEUE),
+                       ("sacct", FAKE_SCHEDULER + FAKE_SACCT), ("srun", FAKE_SRUN)):
         path = bin_dir / name
         path.write_text(f"#!{sys.executable}\nimport os, re, subprocess, sys, time\nfrom pathlib import Path\n"
                         + textwrap.dedent(body))
@@ -215,7 +251,7 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 CLUSTER = ClusterConfig(partition="gpu-long", gpus_per_node=2, cpus_per_task=6, mem_gb=48, timeout_min=90,
                         array_parallelism=7, account="proj42", qos="high", constraint="a100",
                         additional_parameters={"mail-type": "FAIL"},
-                        setup=["export TOY_SETUP_MARK=from-setup", "echo setup-done"])
+                        setup=["export TOY_SETUP_MARK=from-setup", "echo setup-done"], poll_s=0.2)
 
 
 def test_slurm_sbatch_script(tmp_path: Path, fake_slurm: Path) -> None:
@@ -227,7 +263,11 @@ def test_slurm_sbatch_script(tmp_path: Path, fake_slurm: Path) -> None:
     assert text.index("echo setup-done") < text.index("CMD")
 
 
-def test_slurm_array_end_to_end(tmp_path: Path, fake_slurm: Path) -> None:
+@pytest.mark.parametrize("accounting", [True, False])
+def test_slurm_array_end_to_end(tmp_path: Path, fake_slurm: Path, monkeypatch: pytest.MonkeyPatch,
+                                accounting: bool) -> None:
+    if not accounting:
+        monkeypatch.setenv("FAKE_NO_ACCOUNTING", "1")
     grid = [spec(tmp_path, "s0", steps=2), spec(tmp_path, "s1", fail=True), spec(tmp_path, "s2", steps=3)]
     report = launch(grid, "auto", log_dir=tmp_path / "logs", cluster=CLUSTER, max_parallel=2, progress=False)
     scripts = list(fake_slurm.glob("*.done"))
@@ -245,11 +285,124 @@ def test_slurm_array_end_to_end(tmp_path: Path, fake_slurm: Path) -> None:
     assert len(calls(grid[0])) == 1 and len(calls(grid[1])) == 2
 
 
-def test_attach_to_active_slurm_job(tmp_path: Path, fake_slurm: Path) -> None:
-    """A run still queued from an earlier launch is waited on, never submitted a second time."""
-    grid = [spec(tmp_path, "q0"), spec(tmp_path, "q1")]
+def _jobs_file(tmp_path: Path, fake_slurm: Path, states: str) -> list[RunSpec]:
     (tmp_path / "logs").mkdir()
-    (tmp_path / "logs" / "jobs.json").write_text('{"q0": "900001_0", "q1": "900001_1"}')
-    (fake_slurm / "acct.txt").write_text("900001_0|RUNNING|n1\n900001_1|FAILED|n1\n")
+    (tmp_path / "logs" / "jobs.json").write_text('{"q0": "900001_0", "q1": "900001_1", "q2": "900001_2"}')
+    (fake_slurm / "states.txt").write_text(states)
+    return [spec(tmp_path, "q0"), spec(tmp_path, "q1"), spec(tmp_path, "q2")]
+
+
+@pytest.mark.parametrize("squeue_down,accounting", [(False, False), (False, True), (True, True)])
+def test_attach_to_active_slurm_job(tmp_path: Path, fake_slurm: Path, monkeypatch: pytest.MonkeyPatch,
+                                    squeue_down: bool, accounting: bool) -> None:
+    """A run still queued from an earlier launch is waited on, never submitted a second time: squeue decides,
+    with or without accounting; sacct answers when squeue cannot; a job neither lists has ended."""
+    grid = _jobs_file(tmp_path, fake_slurm, "900001_0|RUNNING\n900001_1|FAILED\n900001_2|PENDING\n")
+    (fake_slurm / "purged.txt").write_text("900001_1\n")  # ended long ago: the controller forgot it
+    if squeue_down:
+        monkeypatch.setenv("FAKE_SQUEUE_DOWN", "1")
+    if not accounting:
+        monkeypatch.setenv("FAKE_NO_ACCOUNTING", "1")
     attached = attach_active_slurm_jobs(grid, tmp_path / "logs")
-    assert list(attached) == ["q0"] and attached["q0"].job_id == "900001_0"
+    assert sorted(attached) == ["q0", "q2"] and attached["q0"].job_id == "900001_0"
+
+
+def test_relaunch_waits_for_running_jobs_without_accounting(tmp_path: Path, fake_slurm: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect: without sacct, a relaunch after the launching shell died submitted the grid a second time."""
+    monkeypatch.setenv("FAKE_NO_ACCOUNTING", "1")
+    grid = _jobs_file(tmp_path, fake_slurm, "900001_0|RUNNING\n900001_1|RUNNING\n900001_2|RUNNING\n")
+    for s in grid:  # the old jobs finish while we wait on them
+        (tmp_path / "logs" / f"900001_{s.name[1]}_0_result.pkl").write_bytes(pickle.dumps(("success", {"score": 1.0})))
+    report = launch(grid, "slurm", log_dir=tmp_path / "logs", cluster=CLUSTER, progress=False)
+    assert not list(fake_slurm.glob("*.sh")) and not list(fake_slurm.glob("*.done")), "submitted a second time"
+    assert sorted(report.finished) == ["q0", "q1", "q2"]
+
+
+def test_slurm_unreachable_refuses_to_submit(tmp_path: Path, fake_slurm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_SQUEUE_DOWN", "1")
+    monkeypatch.setenv("FAKE_NO_ACCOUNTING", "1")
+    grid = _jobs_file(tmp_path, fake_slurm, "900001_0|RUNNING\n")
+    with pytest.raises(KnownError, match="cannot ask Slurm about jobs 900001_0, 900001_1, 900001_2: squeue said"):
+        launch(grid, "slurm", log_dir=tmp_path / "logs", cluster=CLUSTER, progress=False)
+    assert not list(fake_slurm.glob("*.sh")), "submitted although the old jobs may still run"
+
+
+@pytest.mark.parametrize("accounting", [True, False])
+def test_cancelled_job_is_reported_failed(tmp_path: Path, fake_slurm: Path, monkeypatch: pytest.MonkeyPatch,
+                                          accounting: bool) -> None:
+    """Defect: without sacct, submitit waited forever on a job that left the queue without a result."""
+    import slurm.launcher as launcher
+
+    monkeypatch.setattr(launcher, "_LOST_GRACE_MIN_S", 0.0)
+    monkeypatch.setenv("FAKE_SLURM_CANCEL", "1")
+    if not accounting:
+        monkeypatch.setenv("FAKE_NO_ACCOUNTING", "1")
+    start = time.monotonic()
+    report = launch([spec(tmp_path, "c0"), spec(tmp_path, "c1")], "slurm", log_dir=tmp_path / "logs",
+                    cluster=CLUSTER, progress=False)
+    assert time.monotonic() - start < 30
+    assert [f[0] for f in report.failed] == ["c0", "c1"]
+    name, error, log = report.failed[0]
+    assert re.fullmatch(r"Slurm job \d+_0 ended without a result \(state: CANCELLED\)", error)
+    assert log.is_file() and error in log.read_text() and str(log) in report.summary()
+
+
+def test_sbatch_rejection_is_one_sentence(tmp_path: Path, fake_slurm: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capfd: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("FAKE_SBATCH_REJECT", "1")
+    path = tmp_path / "cluster.yaml"
+    path.write_text("gpus_per_node: 0\nmem_gb: 64\n")
+    with pytest.raises(SubmissionRejectedError) as info:
+        launch([spec(tmp_path, "r0")], "slurm", log_dir=tmp_path / "logs", cluster=load_cluster_config(path),
+               progress=False)
+    assert isinstance(info.value, KnownError) and "\n" not in str(info.value)
+    assert str(info.value) == (f"sbatch refused the jobs of {path} (its setting mem_gb: 64 was refused); "
+                               "sbatch said: Memory specification can not be satisfied; Batch job submission "
+                               "failed: Requested node configuration is not available")
+    assert "sbatch: error" not in capfd.readouterr().err, "sbatch's raw lines must not be echoed as well"
+
+
+def locked_entry(run_dir: Path) -> None:
+    """A run whose folder another live process holds."""
+    raise RunLockedError(f"{run_dir} is locked by process 4242 on another-host")
+
+
+def test_locked_run_folder_is_running_elsewhere_not_failed(tmp_path: Path) -> None:
+    s = RunSpec(name="busy", run_dir=tmp_path / "busy", entry="tests.test_launcher:locked_entry", kwargs={})
+    report = launch([s, spec(tmp_path, "fine", steps=1)], "debug", log_dir=tmp_path / "logs", progress=False)
+    assert report.failed == [] and report.finished == ["fine"] and report.ok
+    assert report.elsewhere == [("busy", f"RunLockedError: {s.run_dir} is locked by process 4242 on another-host")]
+    assert "1 running elsewhere" in report.summary() and "RUNNING ELSEWHERE busy" in report.summary()
+
+
+def test_progress_lines_show_each_running_run(tmp_path: Path) -> None:
+    """Per-run progress while waiting: metrics.jsonl counters and the job log's last progress bar, as plain
+    time-stamped lines when the output is not a terminal."""
+    run_dir, log = tmp_path / "run", tmp_path / "job.err"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"epoch": 2, "env_steps": 800, "loss": 0.5}\n{"epoch": 3, "env_st')
+    log.write_text("noise\rdenoiser:  10%|#         | 10/100 [00:01<00:09]\r"
+                   "\x1b[Aepoch 3 rollouts:  34%|###4      | 34/100 [00:05<00:10,  6.6it/s]\x1b[A")
+    assert describe(run_dir, log, "RUNNING") == "epoch 2, env_steps 800, epoch 3 rollouts 34/100"
+    assert describe(run_dir, log, "PENDING") == "pending"
+    assert describe(tmp_path / "new", None) == "started, no progress written yet"
+    out = io.StringIO()
+    progress = SuiteProgress(total=2, desc="runs (slurm)", every_s=0.0, stream=out)
+    progress.running([("Breakout-s0", run_dir, log, "RUNNING"), ("Pong-s0", tmp_path / "new", None, "PENDING")])
+    progress.running([("Breakout-s0", run_dir, log, "RUNNING")])  # nothing moved: nothing printed
+    progress.finished("Pong-s0", "FAILED")
+    progress.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and all(re.match(r"\[\d\d:\d\d:\d\d\] ", ln) for ln in lines), lines
+    assert lines[0].endswith("  Breakout-s0: epoch 2, env_steps 800, epoch 3 rollouts 34/100")
+    assert lines[1].endswith("  Pong-s0: pending")
+    assert lines[2].endswith("runs (slurm): 1/2 ended (1 failed); Pong-s0 FAILED")
+
+
+def test_local_launch_prints_progress_of_running_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    s = spec(tmp_path, "slow", steps=4, sleep_s=0.6)
+    report = launch([s], "local", log_dir=tmp_path / "logs", progress=True, progress_every_s=0.5)
+    assert report.finished == ["slow"]
+    err = capsys.readouterr().err
+    assert re.search(r"\]\s+slow: step [0-9]", err), err
