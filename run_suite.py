@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="paper = the paper's settings (Tables 2-3); small = a short schedule for one GPU; "
                         "smoke = tiny networks, about a minute per run on a CPU (default: paper)")
     p.add_argument("--executor", default="auto", choices=list(EXECUTOR_KINDS),
-                   help="auto = slurm when `sbatch` is on PATH, else local; local = subprocesses on this machine "
-                        "(one per visible GPU); debug = in this process, one after the other (default: auto)")
+                   help="auto = slurm when `sbatch` is on PATH and a controller answers `sinfo`, else local; "
+                        "local = subprocesses on this machine (one per visible GPU); debug = in this process, one "
+                        "after the other (default: auto)")
     p.add_argument("--games", nargs="+", metavar="GAME", help="run only these games (default: the suite's games)")
     p.add_argument("--seeds", type=int, metavar="N", help="seeds 0..N-1 per game (default: the suite's number)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="root of the run folders (default: runs/)")

@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
@@ -206,6 +206,19 @@ class ConfigError(KnownError, ValueError):
     """An invalid configuration value or combination (a usage error: exit status 2)."""
 
     exit_code = 2
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config mapping → {"a.b": value}, lists as tuples (so a YAML list equals a config tuple): the
+    dotted keys that run folders and reports compare."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = tuple(value) if isinstance(value, list) else value
+    return out
 
 
 def build_config(profile: str = "paper", overrides: list[str] | dict[str, Any] | None = None, **top: Any) -> Config:

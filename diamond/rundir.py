@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
+from diamond.config import flatten
 from diamond.errors import RunFolderError, RunIdentityError, RunLockedError
 from diamond.io import CorruptFileError, atomic_write_json, atomic_write_text, read_json, read_yaml
 
@@ -82,18 +83,6 @@ def changed_config_keys(run_dir: Path, requested: Mapping[str, Any], limit: int 
     keys = sorted(k for k in set(on_disk) | set(want) if on_disk.get(k) != want.get(k))
     out = [f"{k} ({on_disk.get(k)!r} on disk, {want.get(k)!r} requested)" for k in keys[:limit]]
     return out + ([f"and {len(keys) - limit} more"] if len(keys) > limit else [])
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mapping → {"a.b": value}, lists as tuples (so a YAML list equals a config tuple)."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = tuple(value) if isinstance(value, list) else value
-    return out
 
 
 def lock_holder(run_dir: Path) -> str | None:

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
+from diamond.config import flatten
 from diamond.io import CorruptFileError, read_json, read_yaml
 from slurm.launcher import RunSpec
 
@@ -88,18 +89,6 @@ def collect_results(specs: Sequence[RunSpec]) -> tuple[pd.DataFrame, list[RunSpe
         rows.append(row)
     columns = list(RUN_KEYS) + sorted({k for r in rows for k in r} - set(RUN_KEYS))
     return pd.DataFrame(rows, columns=columns), missing
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mapping → {"a.b": value}; lists become tuples so values are hashable and comparable."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = tuple(value) if isinstance(value, list) else value
-    return out
 
 
 def grid_config_hash(config: Mapping[str, Any], ignore: Iterable[str] = IDENTITY_KEYS) -> str:

@@ -75,12 +75,24 @@ def load_cluster_config(path: str | os.PathLike) -> ClusterConfig:
         raise ValueError(f"{path}: {e}") from e
 
 
+def slurm_reachable(timeout_s: float = 20.0) -> bool:
+    """sbatch is on PATH and a Slurm controller answers `sinfo`: Slurm's packages installed on a machine that
+    belongs to no cluster (a laptop, a CI image) must not turn `auto` into failed submissions."""
+    if shutil.which("sbatch") is None:
+        return False
+    try:
+        return subprocess.run(["sinfo", "--noheader", "--format=%P"], capture_output=True,
+                              timeout=timeout_s).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def resolve_kind(kind: str) -> str:
-    """'auto' means Slurm exactly when this machine can submit to it (sbatch on PATH)."""
+    """'auto' means Slurm exactly when this machine can submit to a cluster that answers, else local."""
     if kind not in EXECUTOR_KINDS:
         raise ValueError(f"unknown executor {kind!r}; valid choices are {list(EXECUTOR_KINDS)}")
     if kind == "auto":
-        return "slurm" if shutil.which("sbatch") else "local"
+        return "slurm" if slurm_reachable() else "local"
     return kind
 
 

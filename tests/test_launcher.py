@@ -22,6 +22,7 @@ from slurm.launcher import (ClusterConfig, RunJob, RunSpec, attach_active_slurm_
                             load_cluster_config, make_executor, run_status)
 from slurm.progress import SuiteProgress, describe
 from slurm.queue import SubmissionRejectedError
+from slurm.executors import resolve_kind
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRY = "tests._toy_entry:toy_entry"
@@ -238,7 +239,8 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     bin_dir.mkdir()
     state.mkdir()
     for name, body in (("sbatch", FAKE_SBATCH), ("squeue", FAKE_SCHEDULER + FAKE_SQUEUE),
-                       ("sacct", FAKE_SCHEDULER + FAKE_SACCT), ("srun", FAKE_SRUN)):
+                       ("sacct", FAKE_SCHEDULER + FAKE_SACCT), ("srun", FAKE_SRUN),
+                       ("sinfo", "sys.exit(0)\n")):
         path = bin_dir / name
         path.write_text(f"#!{sys.executable}\nimport os, re, subprocess, sys, time\nfrom pathlib import Path\n"
                         + textwrap.dedent(body))
@@ -406,3 +408,17 @@ def test_local_launch_prints_progress_of_running_runs(tmp_path: Path, capsys: py
     assert report.finished == ["slow"]
     err = capsys.readouterr().err
     assert re.search(r"\]\s+slow: step [0-9]", err), err
+
+
+def test_auto_is_local_when_slurm_is_installed_but_no_controller_answers(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slurm's packages on a machine outside any cluster: sbatch exists, sinfo fails, so `auto` runs locally."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, rc in (("sbatch", 0), ("sinfo", 1)):
+        (bin_dir / name).write_text(f"#!/bin/sh\nexit {rc}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert resolve_kind("auto") == "local"
+    (bin_dir / "sinfo").write_text("#!/bin/sh\nexit 0\n")
+    assert resolve_kind("auto") == "slurm"
