@@ -13,6 +13,7 @@ from typing import Any
 
 from ablations.breakout_expert import collect_static_dataset
 from diamond.io import atomic_write_json, read_json
+from diamond.rundir import locked_run
 
 DATASET_SUBDIR = "dataset"
 EXPERT_GAMES = ("Breakout",)  # games with a scripted expert
@@ -23,6 +24,7 @@ def dataset_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / DATASET_SUBDIR
 
 
+@locked_run
 def run(run_dir: str | Path, game: str = "Breakout", num_frames: int = 100_000, seed: int = 0,
         epsilon: float = 0.03, random_games: int = 10) -> dict[str, Any]:
     """Collect (or reuse) the expert dataset and write result.json last."""

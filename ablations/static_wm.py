@@ -28,8 +28,10 @@ from diamond.data import ReplayBuffer, sample_segments, to_float
 from diamond.envs import num_actions
 from diamond.io import (append_jsonl, atomic_write, atomic_write_json, atomic_write_text,
                         atomic_write_yaml, read_json, read_jsonl, read_yaml)
+from diamond.rundir import locked_run, record_identity
 from diamond.trainer import resolve_device
 from diamond.world_model import WorldModel, build_world_model
+from evaluation.drift import reference_frames
 from evaluation.wm_protocol import (clip_metrics, error_table_times, load_feature_networks, num_parameters,
                                      rollout_vs_real)
 
@@ -51,6 +53,7 @@ class ProtocolSettings:
     clip_context: int = 6
     clip_len: int = 16
     feature_networks: bool = True
+    drift_frames: int = 2048  # real training frames the drift measures compare with (evaluation/drift.py); 0: off
     seed: int = 0
 
     @classmethod
@@ -64,8 +67,10 @@ class ProtocolSettings:
             if values.get(key) is not None:
                 values[key] = tuple(int(v) for v in values[key])
         settings = cls(**values)
-        if settings.horizon < 1 or settings.rollouts < 1 or not settings.num_steps or min(settings.num_steps) < 1:
-            raise ValueError(f"protocol needs horizon >= 1, rollouts >= 1 and every n >= 1; got {settings}")
+        if (settings.horizon < 1 or settings.rollouts < 1 or not settings.num_steps or min(settings.num_steps) < 1
+                or settings.drift_frames < 0):
+            raise ValueError(f"protocol needs horizon >= 1, rollouts >= 1, every n >= 1 and drift_frames >= 0; "
+                             f"got {settings}")
         return settings
 
 
@@ -195,9 +200,14 @@ class StaticTrainer:
                     step_hook(self.step)
 
 
+def run_config(profile: str, overrides: Sequence[str], seed: int, game: str) -> Config:
+    """The config a run resolves its arguments to (what its config.yaml holds)."""
+    return build_config(profile, list(overrides), seed=seed, **{"env.game": game})
+
+
 def _resolved_config(run_dir: Path, profile: str, overrides: Sequence[str], seed: int, game: str) -> Config:
     """The run's config; resuming with different arguments fails instead of mixing two configs."""
-    cfg = build_config(profile, list(overrides), seed=seed, **{"env.game": game})
+    cfg = run_config(profile, overrides, seed, game)
     config_file = run_dir / "config.yaml"
     if config_file.is_file() and from_dict(read_yaml(config_file)) != cfg:
         raise ConfigError(f"{config_file} holds a different config than requested; resume with the same "
@@ -206,20 +216,27 @@ def _resolved_config(run_dir: Path, profile: str, overrides: Sequence[str], seed
     return cfg
 
 
-def evaluate(model: WorldModel, test: list[Any], settings: ProtocolSettings, run_dir: Path) -> dict[str, Any]:
-    """The reusable protocol on the held-out episodes; per-step errors and grid frames go to files."""
+def evaluate(model: WorldModel, test: list[Any], settings: ProtocolSettings, run_dir: Path,
+             train: ReplayBuffer | None = None) -> dict[str, Any]:
+    """The reusable protocol on the held-out episodes; per-step errors and grid frames go to files.
+
+    The drift measures compare imagined frames with real frames drawn from `train` (real frames that the
+    rollouts neither start from nor continue into, so the real continuation gives the measures' floor)."""
     device = next(model.parameters()).device
     nets = {k: v.to(device) if isinstance(v, torch.nn.Module) else v
             for k, v in load_feature_networks(settings.feature_networks).items()}
     lpips_net = nets["lpips"] if isinstance(nets["lpips"], torch.nn.Module) else None
+    reference = (reference_frames(train.episodes, settings.drift_frames, settings.seed)
+                 if train is not None and settings.drift_frames > 0 else None)
     errors, frames = rollout_vs_real(model, test, starts=settings.rollouts, horizon=settings.horizon,
                                      num_steps_list=settings.num_steps, keep_times=settings.grid_times,
-                                     lpips_net=lpips_net, seed=settings.seed)
+                                     lpips_net=lpips_net, seed=settings.seed, drift_reference=reference)
     atomic_write_text(run_dir / ERRORS_FILE, errors.to_csv(index=False))
     atomic_write(run_dir / FRAMES_FILE, lambda f: np.savez_compressed(f, **frames))
     horizon = int(errors["step"].max())
     at = errors[errors["step"].isin(error_table_times(horizon))]
-    error_at = {s: {str(int(r.step)): {"mse": r.mse, "psnr": r.psnr} for r in rows.itertuples()}
+    kept = [k for k in ("mse", "psnr", "nn_mse", "static_mse") if k in at.columns]  # drift: when measured
+    error_at = {s: {str(int(r["step"])): {k: r[k] for k in kept} for r in rows.to_dict("records")}
                 for s, rows in at.groupby("setting", sort=False)}
     clips = {f"n={n}": clip_metrics(model, test, num_clips=settings.clips, context=settings.clip_context,
                                     clip_len=settings.clip_len, num_steps=n, extractors=nets, seed=settings.seed)
@@ -230,6 +247,7 @@ def evaluate(model: WorldModel, test: list[Any], settings: ProtocolSettings, run
             "clips": clips}
 
 
+@locked_run
 def run(run_dir: str | Path, dataset_dir: str | Path, profile: str = "paper", overrides: Sequence[str] = (),
         train_steps: int = 120_000, protocol: dict[str, Any] | None = None, seed: int = 0,
         checkpoint_every: int = 1000, test_every: int = 1000, log_every: int = 100, test_fraction: float = 0.1,
@@ -248,6 +266,8 @@ def run(run_dir: str | Path, dataset_dir: str | Path, profile: str = "paper", ov
             raise ValueError(f"{name} must be >= 1, got {value}.")
     buffer, summary = load_dataset(dataset_dir)
     cfg = _resolved_config(run_dir, profile, overrides, seed, summary["game"])
+    record_identity(run_dir, {"game": summary["game"], "seed": seed, "profile": profile,
+                              "config_hash": config_hash(cfg)}, flag="run folder")
     n_actions = num_actions(summary["game"])
     top = max(int(ep.act.max(initial=0)) for ep in buffer.episodes)
     if top >= n_actions:
@@ -258,7 +278,7 @@ def run(run_dir: str | Path, dataset_dir: str | Path, profile: str = "paper", ov
         print(f"{run_dir}: resuming at step {trainer.step} of {train_steps}")
     trainer.fit(train_steps, checkpoint_every, test_every, log_every, step_hook)
     start = time.perf_counter()
-    evaluation = evaluate(trainer.model, test, settings, run_dir)
+    evaluation = evaluate(trainer.model, test, settings, run_dir, train)
     eval_time = time.perf_counter() - start
     last = read_jsonl(trainer.metrics_path)[-1]
     result = {

@@ -7,6 +7,8 @@ generated frame has a real frame to be compared with:
   of denoising steps n, per-step error against the real continuation (compounding error), and
   frames at chosen times for the image grid. Every n starts from the same real contexts and the
   same noise stream, so settings differ only by the sampler.
+  Given real reference frames, each rollout step also gets the drift measures of evaluation/drift.py
+  (distance to the nearest real frame, error on never-changing pixels), which need no real continuation.
 - `clip_metrics`: the Table 6 protocol, 16-frame clips conditioned on `context` real frames; FID,
   FVD and LPIPS where the feature networks are available, always MSE/PSNR/SSIM, plus the sampling
   rate and the parameter count.
@@ -31,12 +33,14 @@ from tqdm.auto import tqdm
 
 from diamond.data import to_float, to_uint8
 from diamond.diffusion.samplers import nfe
-from evaluation.video import compounding_error, world_model_metrics
+from evaluation.drift import drift_per_step
+from evaluation.video import compounding_error, mean_and_ci, world_model_metrics
 
 FEATURE_NETWORKS = ("inception", "i3d", "lpips")  # FID, FVD, LPIPS
 GRID_TIMES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
-TABLE_TIMES = (10, 100, 1000)  # the error table of the Figure-3 study
+TABLE_TIMES = (1, 10, 100, 1000)  # the error table of the Figure-3 study
 COPY_SETTING = "copy last frame"  # baseline: repeat the last real context frame (what a model must beat)
+REAL_SETTING = "real continuation"  # the drift measures' floor: real frames, unseen by the reference set
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,7 @@ def default_grid_times(horizon: int) -> list[int]:
 
 
 def error_table_times(horizon: int) -> list[int]:
-    """Steps at which the error table reports: t = 10, 100, 1000 where reached, and the horizon itself."""
+    """Steps at which the error table reports: t = 1, 10, 100, 1000 where reached, and the horizon itself."""
     return sorted({horizon, *(t for t in TABLE_TIMES if t <= horizon)})
 
 
@@ -151,16 +155,28 @@ def _new_generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
+def _with_drift(errors: pd.DataFrame, frames: np.ndarray, reference: np.ndarray | None) -> pd.DataFrame:
+    """Add each drift measure's mean over rollouts per step and its Student-t 95 % CI (no-op without reference)."""
+    if reference is None:
+        return errors
+    for name, values in drift_per_step(frames, reference).items():
+        errors[name], errors[f"{name}_ci_low"], errors[f"{name}_ci_high"] = mean_and_ci(values)
+    return errors
+
+
 def rollout_vs_real(world_model: Any, episodes: Iterable[Any], *, starts: int, horizon: int,
                     num_steps_list: Sequence[int], sampler: str | None = None,
                     generator: torch.Generator | None = None, keep_times: Sequence[int] | None = None,
-                    lpips_net: nn.Module | None = None, seed: int = 0,
-                    copy_baseline: bool = True) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+                    lpips_net: nn.Module | None = None, seed: int = 0, copy_baseline: bool = True,
+                    drift_reference: np.ndarray | None = None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Compounding error of open-loop rollouts from `starts` common real contexts, for each n.
 
     With `copy_baseline`, the errors also hold the setting COPY_SETTING (num_steps = nfe = 0): the last
     real context frame repeated, the trivial prediction that a world model of slow-changing frames
-    (Breakout) has to beat before its drift means anything.
+    (Breakout) has to beat before its drift means anything. With `drift_reference` (uint8 real frames
+    [M, 3, H, W] that the rollouts do not start from), every setting also gets the drift columns of
+    evaluation.drift (nn_mse, static_mse and their CIs), and the setting REAL_SETTING (the real
+    continuation itself, mse 0) gives their floor.
 
     The horizon is capped (with a warning) to the longest real trajectory; the effective horizon is
     the DataFrame's last step. Returns (errors: one row per setting and step 1..T with setting,
@@ -191,7 +207,7 @@ def rollout_vs_real(world_model: Any, episodes: Iterable[Any], *, starts: int, h
         for n in num_steps_list:
             generator.set_state(noise_state)
             gen = generate(world_model, real[:, :L], actions, n, generator, desc=f"rollout n={n}")
-            errors = compounding_error(real[:, L:], gen, lpips_net)
+            errors = _with_drift(compounding_error(real[:, L:], gen, lpips_net), gen, drift_reference)
             errors.insert(0, "nfe", nfe(name, n))
             errors.insert(0, "num_steps", n)
             errors.insert(0, "setting", f"n={n}")
@@ -200,8 +216,11 @@ def rollout_vs_real(world_model: Any, episodes: Iterable[Any], *, starts: int, h
             frames[f"n={n}"] = with_start[:, times]
     if copy_baseline:
         copies = np.repeat(real[:, L - 1 : L], horizon, axis=1)
-        tables.append(compounding_error(real[:, L:], copies, lpips_net).assign(setting=COPY_SETTING, num_steps=0,
-                                                                               nfe=0))
+        errors = _with_drift(compounding_error(real[:, L:], copies, lpips_net), copies, drift_reference)
+        tables.append(errors.assign(setting=COPY_SETTING, num_steps=0, nfe=0))
+    if drift_reference is not None:
+        errors = _with_drift(compounding_error(real[:, L:], real[:, L:]), real[:, L:], drift_reference)
+        tables.append(errors.assign(setting=REAL_SETTING, num_steps=0, nfe=0))
     return pd.concat(tables, ignore_index=True), frames
 
 

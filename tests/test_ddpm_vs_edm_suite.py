@@ -4,33 +4,126 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from pypdf import PdfReader
+from torch import nn
 
-from ablations import ddpm_vs_edm
+from ablations import ddpm_vs_edm, static_wm
+from diamond.config import to_dict
+from diamond.diffusion.paradigms import build_paradigm, quantize_8bit
+from diamond.world_model import WorldModel
 from ablations.registry import SuiteOptions, get_suite
-from evaluation.wm_protocol import COPY_SETTING
-from reports.ddpm_vs_edm import summary_text
+from evaluation.wm_protocol import COPY_SETTING, REAL_SETTING
+from reports.ddpm_vs_edm import expert_return, finding, summary_text
 from slurm.launcher import launch
 
 torch.set_num_threads(1)
 TINY = ("denoiser.channels=[8,8]", "denoiser.depths=[1,1]", "denoiser.cond_dim=16", "training.batch_size=2")
 
 
-def test_grid_is_dataset_then_both_paradigms_on_it(tmp_path):
+def test_grid_is_dataset_then_every_arm_on_it(tmp_path):
     opts = SuiteOptions(profile="paper", out=tmp_path, seeds=2)
     (dataset,), models = get_suite("ablation_ddpm_vs_edm").stages(opts)
     assert dataset.kwargs["num_frames"] == 100_000 and dataset.entry == "ablations.static_data:run"
     assert [m.name for m in models] == ["wm-edm-Breakout-s0", "wm-edm-Breakout-s1", "wm-ddpm-Breakout-s0",
-                                        "wm-ddpm-Breakout-s1"]
+                                        "wm-ddpm-Breakout-s1", "wm-edm-chain2-Breakout-s0", "wm-edm-chain2-Breakout-s1"]
     for m in models:
         assert m.kwargs["dataset_dir"] == str(dataset.run_dir / "dataset")
         assert m.kwargs["protocol"]["horizon"] == 1000 and m.kwargs["protocol"]["num_steps"] == [1, 2, 3, 5, 10]
         assert m.kwargs["train_steps"] == models[0].kwargs["train_steps"] and m.gpu_hours > 0
-    assert models[2].kwargs["overrides"][-2:] == ["diffusion.paradigm=ddpm", "diffusion.sampler=ddpm_ancestral"]
-    assert models[0].kwargs["overrides"][-2:] == ["diffusion.paradigm=edm", "diffusion.sampler=euler"]
+    assert models[2].kwargs["overrides"][-3:] == ["diffusion.paradigm=ddpm", "diffusion.sampler=ddpm_ancestral",
+                                                  "diffusion.train_chain=1"]
+    assert models[0].kwargs["overrides"][-3:] == ["diffusion.paradigm=edm", "diffusion.sampler=euler",
+                                                  "diffusion.train_chain=1"]
+    assert models[4].kwargs["overrides"][-1] == "diffusion.train_chain=2"
+
+
+def _flat(cfg) -> dict:
+    out, todo = {}, [("", to_dict(cfg))]
+    while todo:
+        prefix, node = todo.pop()
+        for k, v in node.items():
+            (todo.append((f"{prefix}{k}.", v)) if isinstance(v, dict) else out.__setitem__(f"{prefix}{k}", v))
+    return out
+
+
+@pytest.mark.parametrize("profile", ["paper", "small", "cpu", "smoke"])
+def test_figure3_arms_resolve_to_configs_that_differ_in_the_paradigm_only(tmp_path, profile):
+    """What a run of each arm resolves to (static_wm.run_config, i.e. its config.yaml): EDM and DDPM differ in
+    the paradigm (and its own sampler: Euler is not a DDPM sampler), both with one prediction per segment as
+    in Algorithm 1; the third arm is EDM with the released main branch's two chained predictions."""
+    opts = SuiteOptions(profile=profile, out=tmp_path, overrides=("training.batch_size=8",))
+    (_,), models = get_suite("ablation_ddpm_vs_edm").stages(opts)
+    configs = {m.group: _flat(static_wm.run_config(m.kwargs["profile"], m.kwargs["overrides"], m.kwargs["seed"],
+                                                   ddpm_vs_edm.GAME)) for m in models}
+    edm, ddpm, chained = configs["edm"], configs["ddpm"], configs["edm-chain2"]
+    paradigm_keys = {"diffusion.paradigm", "diffusion.sampler"}
+    assert {k for k in edm if edm[k] != ddpm[k]} == paradigm_keys
+    assert (edm["diffusion.paradigm"], ddpm["diffusion.paradigm"]) == ("edm", "ddpm")
+    assert edm["diffusion.train_chain"] == ddpm["diffusion.train_chain"] == 1
+    assert {k for k in edm if edm[k] != chained[k]} == {"diffusion.train_chain"}
+    assert chained["diffusion.train_chain"] == 2
+    assert edm["training.batch_size"] == 8  # user overrides reach every arm alike
+    assert edm["denoiser_optim.warmup_steps"] <= max(1, ddpm_vs_edm.settings_for(profile).train_steps // 10)
+
+
+class HalfwayNet(nn.Module):
+    """ε for which D(x~) = (x~ + x0*) / 2, x0* = 1.2 · last frame + 0.0123: D depends on x (so per-step rounding
+    carries into the next step) and leaves both [-1, 1] and the 8-bit grid (so clipping and quantising differ)."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor) -> None:
+        super().__init__()
+        self.alphas_cumprod = alphas_cumprod
+
+    def forward(self, x_in, c_noise, obs_hist, act_hist):
+        ab = self.alphas_cumprod[torch.round(c_noise * 1000 - 1).long()].float().view(-1, 1, 1, 1)
+        return 0.5 * (x_in - ab.sqrt() * (1.2 * obs_hist[:, -1] + 0.0123)) / (1 - ab).sqrt()
+
+
+def on_8bit_grid(x: torch.Tensor) -> bool:
+    levels = (x + 1) * 127.5
+    return bool(torch.allclose(levels, levels.round(), atol=1e-4))
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_ddpm_sampling_clips_x0_each_step_and_quantises_the_final_frame_only(n):
+    """The released ddpm branch: diffusers' DDPMScheduler step with clip_sample (x0 clipped to [-1, 1]), the
+    frame quantised to 8 bits once, at the end. Replayed by hand from the ancestral posterior step."""
+    paradigm = build_paradigm("ddpm")
+    net = HalfwayNet(paradigm.alphas_cumprod)
+    wm = WorldModel(net, paradigm, "ddpm_ancestral", num_steps=n, num_history=2)
+    obs, act = torch.rand(3, 2, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1, torch.zeros(3, 2).long()
+    got = wm.predict_next(obs, act, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    sigmas = paradigm.sigmas(n).tolist()
+    x = (1 + sigmas[0] ** 2) ** 0.5 * torch.randn(3, 3, 8, 8, generator=gen)
+    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+        t = paradigm.sigma_to_timestep(torch.full((3,), s))
+        raw = x - s * net(x * paradigm.alphas_cumprod[t].sqrt().float().view(-1, 1, 1, 1), (t + 1) / 1000, obs, act)
+        assert not on_8bit_grid(raw.clamp(-1, 1)) and (raw.abs() > 1).any()
+        x0 = raw.clamp(-1, 1)
+        if s_next == 0:
+            x = x0
+            break
+        ratio = (s_next / s) ** 2
+        x = x0 + ratio * (x - x0) + s_next * (1 - ratio) ** 0.5 * torch.randn(x.shape, generator=gen)
+    torch.testing.assert_close(got, quantize_8bit(x))
+    assert on_8bit_grid(got)
+    if n > 1:  # the earlier path (x0 quantised at every step) gives other frames
+        paradigm.cfg.quantize_each_step = True
+        assert not torch.equal(wm.predict_next(obs, act, generator=torch.Generator().manual_seed(0)), got)
+
+
+def test_ddpm_quantize_each_step_keeps_the_earlier_behaviour():
+    x = torch.linspace(-1.3, 1.3, 96).view(2, 3, 4, 4)  # D ≈ x at the lowest noise level: some values outside [-1, 1]
+    for each_step in (False, True):
+        paradigm = build_paradigm("ddpm", quantize_each_step=each_step)
+        sigma = paradigm.sigmas(3)[-2:-1].expand(2)
+        out = paradigm.denoise(lambda x_in, c_noise, cond: 0.6 * x_in - 0.9, x, sigma, None)
+        assert out.abs().max() == 1 and on_8bit_grid(out) == each_step
 
 
 def test_grid_rejects_other_games_and_overrides_of_what_it_varies(tmp_path):
@@ -41,29 +134,65 @@ def test_grid_rejects_other_games_and_overrides_of_what_it_varies(tmp_path):
         suite.stages(SuiteOptions(profile="smoke", out=tmp_path, overrides=("diffusion.sampler=heun",)))
 
 
-def _table(ddpm: list[float], edm: list[float], copy: float | None = None) -> pd.DataFrame:
-    rows = [{"paradigm": p, "n": n, "NFE": n, "MSE t=10": 0.001, "MSE t=100": v}
-            for p, values in (("DDPM", ddpm), ("EDM", edm)) for n, v in zip((1, 3), values)]
-    if copy is not None:
-        rows.append({"paradigm": COPY_SETTING, "n": 0, "NFE": 0, "MSE t=10": copy, "MSE t=100": copy})
+def _curves(drift: dict[tuple[str, int], float], half_ci: float = 0.001, mse: float = 0.01) -> pd.DataFrame:
+    """Mean curves at steps 1 and 100: drift (nn_mse) at t = 100 as given, with CIs of +- half_ci."""
+    rows = []
+    for (arm, n), value in drift.items():
+        for step, v in ((1, value / 2), (100, value)):
+            rows.append({"arm": arm, "num_steps": n, "nfe": n, "step": step, "mse": mse * step, "psnr": 20.0,
+                         "nn_mse": v, "nn_mse_ci_low": v - half_ci, "nn_mse_ci_high": v + half_ci})
     return pd.DataFrame(rows)
 
 
-def test_summary_names_where_ddpm_drifts_more():
-    text = summary_text(_table(ddpm=[0.09, 0.03], edm=[0.01, 0.01]), horizon=100)
-    assert "higher than EDM's for n ∈ {1, 3} (×3 to ×9)" in text and "at every n" in text
-    assert "DDPM's largest final error is at n = 1 (the fewest steps)" in text
-    mixed = summary_text(_table(ddpm=[0.09, 0.005], edm=[0.01, 0.01], copy=0.002), horizon=100)
-    assert "only at n ∈ {1}" in mixed and "lower or equal for n ∈ {3}" in mixed
-    assert "MSE 0.002 at t = 10; EDM n=1, EDM n=3, DDPM n=1, DDPM n=3 beat it" in mixed
-    untrained = summary_text(_table(ddpm=[0.09, 0.03], edm=[0.01, 0.01], copy=0.0005), horizon=100)
-    assert "no model beats it" in untrained
-    assert "Only EDM finished" in summary_text(_table([1, 1], [1, 1]).query("paradigm == 'EDM'"), horizon=100)
+PAPER_LIKE = {("EDM", 1): 0.004, ("EDM", 10): 0.004, ("DDPM", 1): 0.03, ("DDPM", 10): 0.005,
+              (REAL_SETTING, 0): 0.003}
 
 
+def test_finding_appears_only_when_all_three_checks_hold():
+    text, held = finding(_curves(PAPER_LIKE), ("EDM", "DDPM"), horizon=100)
+    assert held and "The paper's finding appears" in text
+    assert "(a) at n = 1 DDPM drifts more than EDM (0.03 [0.029, 0.031] vs 0.004 [0.003, 0.005]): yes" in text
+    assert "Real frames score 0.003 [0.002, 0.004]" in text
+    edm_drifts = {**PAPER_LIKE, ("EDM", 1): 0.02}  # (c) fails: EDM at n = 1 drifts more than at n = 10
+    text, held = finding(_curves(edm_drifts), ("EDM", "DDPM"), horizon=100)
+    assert not held and "(c) EDM at n = 1 drifts no more than at n = 10 (0.02 [0.019, 0.021] vs 0.004" in text
+    edm_sharp_drifts = {**PAPER_LIKE, ("EDM", 10): 0.02}  # all checks hold, but EDM drifts at n = 10
+    text, held = finding(_curves(edm_sharp_drifts), ("EDM", "DDPM"), horizon=100)
+    assert held and "Unlike the paper's Figure 3, EDM itself drifts more at n ∈ {10} than at n = 1." in text
+    overlapping = finding(_curves(PAPER_LIKE, half_ci=0.02), ("EDM", "DDPM"), horizon=100)
+    assert overlapping[1] is False  # the CIs overlap: no check of (a) or (b) is significant
+    assert finding(_curves({("EDM", 1): 0.1}), ("EDM", "DDPM"), horizon=100)[1] is None
+
+
+def test_summary_reads_copy_baseline_growth_and_chain_effect():
+    curves = _curves({**PAPER_LIKE, ("EDM chained", 1): 0.006, ("EDM chained", 10): 0.005,
+                      (COPY_SETTING, 0): 0.003}, mse=0.01)
+    curves.loc[curves["arm"] == COPY_SETTING, "mse"] = 0.005  # the models' 0.01 at t = 1 lose to copying
+    curves["static_mse"] = np.where(curves["arm"] == "DDPM", curves["num_steps"] * 0.001, 0.0)
+    paragraphs = summary_text(curves, ["EDM", "DDPM", "EDM chained"], ("EDM", "DDPM"), ("EDM", "EDM chained"), 100)
+    assert len(paragraphs) == 4 and paragraphs[2].startswith("Test of the paper's finding")
+    text = " ".join(paragraphs)
+    assert "0 of 6 (arm, n) settings beat copying the last real frame (MSE 0.005); their error is ×2 the copy's" in text
+    assert "No model has learned the dynamics yet" in text
+    assert "EDM: from t = 1 to t = 100 the error against the real continuation grows ×100 over n ∈ {1, 10}" in text
+    assert "Chained training (EDM chained vs EDM, same paradigm), drift at t = 100: n = 1: 0.006" in text
+    assert "grows ×1 to ×1" not in text
+    assert ("At t = 100 the distance to the nearest real frame, as a multiple of the real frames' (0.003), is: "
+            "EDM n = 1: ×1.33, n = 10: ×1.33; DDPM n = 1: ×10, n = 10: ×1.67;") in text
+    assert "never-changing pixels (walls, borders) is EDM 0; DDPM 0.001–0.01; EDM chained 0 over n (real frames: 0)" \
+        in text
+
+
+def test_expert_return_says_why_it_is_missing():
+    assert "no complete game" in expert_return({"expert_mean_return": None})
+    assert expert_return({"expert_mean_return": 412.13, "num_full_games": 15}) == "412.1 (15 full games)"
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # CIs of an all-infinite PSNR
 def test_suite_end_to_end_at_smoke_scale(tmp_path, monkeypatch):
     tiny = dataclasses.replace(ddpm_vs_edm.PROFILE_SETTINGS["smoke"], num_frames=600, random_games=1,
-                               train_steps=4, checkpoint_every=2, horizon=12, num_steps=(1, 3), rollouts=2, clips=2)
+                               train_steps=4, warmup_steps=1, checkpoint_every=2, horizon=12, num_steps=(1, 3),
+                               rollouts=2, clips=2)
     monkeypatch.setitem(ddpm_vs_edm.PROFILE_SETTINGS, "smoke", tiny)
     opts = SuiteOptions(profile="smoke", out=tmp_path / "runs", report_root=tmp_path / "reports", overrides=TINY)
     suite = get_suite("ablation_ddpm_vs_edm")
@@ -73,17 +202,26 @@ def test_suite_end_to_end_at_smoke_scale(tmp_path, monkeypatch):
     md, pdf = suite.report(opts)
     tables = opts.report_dir("ablation_ddpm_vs_edm") / "tables"
     error_at = pd.read_csv(tables / "error_at_t.csv")
-    expected = {("DDPM", 1), ("DDPM", 3), ("EDM", 1), ("EDM", 3)}
-    assert set(zip(error_at["paradigm"], error_at["n"])) == expected | {(COPY_SETTING, 0)}
-    assert list(error_at.columns[3:]) == ["MSE t=10", "MSE t=12", "PSNR t=10", "PSNR t=12"]
-    assert (error_at["MSE t=12"] > 0).all()
+    arms = {"DDPM", "EDM", "EDM chained"}
+    expected = {(a, n) for a in arms for n in (1, 3)}
+    assert set(zip(error_at["arm"], error_at["n"])) == expected | {(COPY_SETTING, 0)}
+    assert list(error_at.columns[3:]) == ["t=1", "t=10", "t=12"]
+    drift = pd.read_csv(tables / "drift_nn_mse.csv")
+    assert set(zip(drift["arm"], drift["n"])) == expected | {(COPY_SETTING, 0), (REAL_SETTING, 0)}
+    short = pd.read_csv(tables / "short_horizon.csv")
+    assert set(short["arm"]) == arms | {COPY_SETTING}
     clips = pd.read_csv(tables / "clip_metrics.csv")
-    assert set(zip(clips["paradigm"], clips["n"])) == expected and clips["FID"].isna().all()
+    assert set(zip(clips["arm"], clips["n"])) == expected and clips["FID"].isna().all()
+    settings = pd.read_csv(tables / "settings.csv").set_index("setting")
+    chain = settings.loc["chained predictions per segment"]
+    assert chain.astype(str).to_dict() == {"EDM": "1", "DDPM": "1", "EDM chained": "2"}
+    assert str(settings.loc["warm-up steps", "EDM"]) == "1"
     text = md.read_text()
-    assert "Profile **smoke**" in text and "DDPM's MSE against the real frames" in text
-    for figure in ("rollout_grid.png", "error_vs_horizon_per_n.png", "error_vs_horizon_per_paradigm.png"):
+    assert "Profile **smoke**" in text and "Test of the paper's finding" in text
+    for figure in ("rollout_grid.png", "error_vs_horizon_per_n_1.png", "error_vs_horizon_per_arm.png",
+                   "drift_per_n_1.png", "drift_per_arm.png"):
         assert f"figures/{figure}" in text
     reader = PdfReader(pdf)
-    assert sum(len(page.images) for page in reader.pages) == 3
+    assert sum(len(page.images) for page in reader.pages) == 5
     pdf_text = " ".join(page.extract_text() for page in reader.pages)
     assert "DDPM" in pdf_text and "EDM" in pdf_text and "Figure 3" in pdf_text

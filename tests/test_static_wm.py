@@ -14,7 +14,7 @@ from ablations import static_wm
 from diamond.data import Episode, ReplayBuffer
 from tests._fakes import TinyFeatures, TinyLPIPS
 from diamond.io import atomic_write_json, read_json, read_jsonl
-from evaluation.wm_protocol import COPY_SETTING, clip_metrics, join_life_losses, rollout_vs_real
+from evaluation.wm_protocol import COPY_SETTING, REAL_SETTING, clip_metrics, join_life_losses, rollout_vs_real
 
 torch.set_num_threads(1)
 SIZE = 16
@@ -177,7 +177,9 @@ def test_static_run_resumes_exactly_and_writes_result(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     assert result["train_loss"] == reference["train_loss"] and result["test_loss"] == reference["test_loss"]
     assert result["train_steps"] == 6 and result["paradigm"] == "edm" and result["dataset"]["test_episodes"] == 1
-    assert result["rollouts"]["horizon"] == 6 and set(result["rollouts"]["error_at"]) == {"n=1", "n=2", COPY_SETTING}
+    error_at = result["rollouts"]["error_at"]
+    assert result["rollouts"]["horizon"] == 6 and set(error_at) == {"n=1", "n=2", COPY_SETTING, REAL_SETTING}
+    assert error_at[REAL_SETTING]["6"]["nn_mse"] == 0.0  # drift floor: the train frames hold the real ones here
     assert result["clips"]["n=2"]["fid"] is None and result["clips"]["n=2"]["psnr"] > 0
     assert read_json(tmp_path / "a" / "result.json") == result
     with np.load(tmp_path / "a" / static_wm.FRAMES_FILE) as frames:
