@@ -14,7 +14,7 @@ and turns every failure a user can act on into one line on stderr, without a tra
     exit 2    a usage error (a bad flag or value; also argparse's own errors)
     exit 74   the operating system refused a read or write (disk full, permission denied): the file is named
     exit 75   the run folder is locked by another process (`RunLockedError`): it is running elsewhere
-    exit 130  interrupted (Ctrl-C): the message repeats the command, which resumes the run
+    exit 130  interrupted (Ctrl-C or SIGTERM): the message repeats the command, which resumes the run
 
 A known error prints `<prog>: error: <message>` and exits with the error's `exit_code`. Anything else is a
 bug and keeps its traceback. `--debug` anywhere on the command line, or DIAMOND_DEBUG=1 in the environment,
@@ -26,8 +26,11 @@ from __future__ import annotations
 import errno
 import os
 import shlex
+import signal
 import sys
-from typing import Callable
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from diamond.errors import KnownError
 
@@ -57,13 +60,32 @@ def os_error_message(e: OSError) -> str:
     return f"cannot use {name}: {hint}"
 
 
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`kill`, a scheduler stopping us) unwinds like Ctrl-C: the launcher's cleanup cancels local jobs,
+    which would otherwise outlive us and keep writing into run folders (submitit jobs ignore SIGTERM)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_cli(prog: str, main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
     """Run `main(argv)` under the shared error path and return the exit status (see the module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(argv)
     args = [a for a in argv if a != "--debug"]
     try:
-        return main(args)
+        with sigterm_as_interrupt():
+            return main(args)
     except KnownError as e:
         if debug:
             raise

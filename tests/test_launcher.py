@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import signal
 import pickle
 import re
 import sys
@@ -100,6 +102,27 @@ def test_interrupted_local_launch_cancels_its_jobs(tmp_path: Path, monkeypatch: 
     with pytest.raises(KeyboardInterrupt):
         launch([s], "local", log_dir=tmp_path / "logs", progress=False)
     time.sleep(6.0)  # the run needs ~2 s; had it survived, it would have finished by now
+    assert not (s.run_dir / "result.json").exists()
+
+
+def test_sigterm_to_the_launching_cli_cancels_its_local_jobs(tmp_path: Path) -> None:
+    """`kill <pid>` of a suite: one 'interrupted' line, exit 130, and no local job left writing (they ignore
+    SIGTERM themselves, as submitit jobs do)."""
+    s = spec(tmp_path, "term", steps=4, sleep_s=1.0)
+    script = (f"from pathlib import Path\nfrom diamond.cli import run_cli\nfrom slurm.launcher import launch, RunSpec\n"
+              f"spec = RunSpec(name='term', run_dir=Path({str(s.run_dir)!r}), entry={ENTRY!r}, "
+              f"kwargs={{'steps': 4, 'sleep_s': 1.0}})\n"
+              f"raise SystemExit(run_cli('suite', lambda a: launch([spec], 'local', log_dir=Path("
+              f"{str(tmp_path / 'logs')!r}), progress=False).ok and 0))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, cwd=REPO)
+    deadline = time.time() + 60
+    while not (s.run_dir / "calls.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert (s.run_dir / "calls.jsonl").exists(), "the local job never started"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "suite: interrupted; run the same command to resume" in err
+    time.sleep(6.0)  # the run needs ~4 s; had it survived, it would have finished by now
     assert not (s.run_dir / "result.json").exists()
 
 
