@@ -34,12 +34,6 @@ from diamond.io import atomic_write_json, atomic_write_text
 from diamond.trainer import Trainer, resolve_device
 from diamond.world_model import world_model_step
 
-# Cumulative fast-path configurations (each adds one switch to the previous one).
-LADDER: tuple[tuple[str, str | None], ...] = (
-    ("plain", None), ("+bf16", "perf.bf16"), ("+channels_last", "perf.channels_last"),
-    ("+fused_adamw", "perf.fused_adamw"), ("+compile", "perf.compile"), ("+cuda_graphs", "perf.cuda_graphs"),
-    ("+replay_on_device", "perf.replay_on_device"),
-)
 PHASES = {"denoiser": "left", "reward_end": "both", "actor_critic": "left"}  # segment padding of each learner
 TIMED = ("denoiser_update", "reward_end_update", "actor_critic_update", "imagination")  # Workload steps with a row
 
@@ -313,14 +307,14 @@ def attach_flops(rows: list[Row], per_sample: dict[str, int], batch: int) -> Non
             row.flops = float(per_item * row.items if row.name == "imagination" else per_item)
 
 
-def _fmt_time(seconds: float) -> str:
+def fmt_time(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             return f"{seconds / size:,.1f} {unit}"
     return f"{seconds:.3g} s"
 
 
-def _fmt_bytes(n: int) -> str:
+def fmt_bytes(n: int) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
@@ -338,8 +332,8 @@ def markdown(report: dict[str, Any], rows: list[Row]) -> str:
         flops = "" if r.flops is None else f"{r.flops / 1e9:,.1f}"
         achieved = "" if r.flops is None else f"{r.flops / r.target_seconds / 1e12:.4f}"
         frac = "" if r.flops is None else f"{100 * r.flops / r.target_seconds / peak:.0f} %"
-        lines.append(f"| {r.name} | {_fmt_time(r.target_seconds)} | {r.rate:,.3g} {r.unit}/s | {flops} | {achieved} "
-                     f"| {frac} | {_fmt_bytes(r.peak_bytes) if r.peak_bytes else ''} |")
+        lines.append(f"| {r.name} | {fmt_time(r.target_seconds)} | {r.rate:,.3g} {r.unit}/s | {flops} | {achieved} "
+                     f"| {frac} | {fmt_bytes(r.peak_bytes) if r.peak_bytes else ''} |")
     f = report["flops_per_sample"]
     lines += ["", f"FLOPs (FlopCounterMode, matmul/conv/attention only): one imagined frame "
               f"{f['imagined_frame'] / 1e9:.2f} GFLOP ({report['nfe']} denoiser passes {f['denoiser_passes'] / 1e9:.2f}"
@@ -352,11 +346,11 @@ def markdown(report: dict[str, Any], rows: list[Row]) -> str:
     lines += [f"Projected wall time of one `{report['profile']}` run ({proj['assumption']}):", "",
               "| item | count | time |", "|---|---:|---:|"]
     for k, sec in proj["seconds"].items():
-        lines.append(f"| {k} | {proj['counts'][k]:,.0f} | {_fmt_time(sec)} |")
-    lines += [f"| **total** | | **{_fmt_time(proj['total_s'])}** |",
-              f"| total if every evaluation episode hits the time limit | | {_fmt_time(proj['total_upper_s'])} |", "",
-              f"Peak memory of a whole run (estimate): largest phase peak {_fmt_bytes(report['peak_memory_bytes'])} + "
-              f"replay frames {_fmt_bytes(report['replay_bytes'])} (on the device under perf.replay_on_device, "
+        lines.append(f"| {k} | {proj['counts'][k]:,.0f} | {fmt_time(sec)} |")
+    lines += [f"| **total** | | **{fmt_time(proj['total_s'])}** |",
+              f"| total if every evaluation episode hits the time limit | | {fmt_time(proj['total_upper_s'])} |", "",
+              f"Peak memory of a whole run (estimate): largest phase peak {fmt_bytes(report['peak_memory_bytes'])} + "
+              f"replay frames {fmt_bytes(report['replay_bytes'])} (on the device under perf.replay_on_device, "
               "else in host memory).", ""]
     return "\n".join(lines)
 
@@ -399,65 +393,9 @@ def run_benchmark(cfg: Config, args: argparse.Namespace) -> tuple[dict[str, Any]
     return report, markdown(report, rows)
 
 
-def ladder_configs(cfg: Config) -> list[tuple[str, Config]]:
-    """The cumulative fast-path configurations of LADDER, each a validated copy of cfg."""
-    values: dict[str, Any] = {}
-    out = []
-    for label, switch in LADDER:
-        if switch:
-            values[switch] = True
-        out.append((label, with_values(cfg, values)))
-    return out
-
-
-def ladder_rung(label: str, cfg: Config, args: argparse.Namespace, per_sample: dict[str, int] | None = None,
-                learners_only: bool = True) -> dict[str, Any]:
-    """One rung: the learner rows (with FLOPs when `per_sample` is given), their share of a whole run, and, unless
-    `learners_only`, the whole-run projection with collection, evaluation and checkpoints measured too."""
-    with tempfile.TemporaryDirectory(prefix="diamond-bench-") as tmp:
-        rows = benchmark(cfg, args.batch_size or cfg.training.batch_size, args.warmup, args.repeats,
-                         args.collect_steps, Path(tmp), learners_only=learners_only)
-    if per_sample is not None:
-        attach_flops(rows, per_sample, cfg.training.batch_size)
-    counts = schedule(cfg, args.eval_episode_steps)
-    base = {k: v for k, v in counts.items() if not k.startswith(("collect", "eval", "checkpoint"))}
-    by = {r.name: r for r in rows}
-    result = {"config": label, "perf": {f.name: getattr(cfg.perf, f.name) for f in fields(cfg.perf)},
-              "rows": [{**r.__dict__, "target_seconds": r.target_seconds, "rate": r.rate} for r in rows],
-              "learner_hours": sum(project(rows, base).values()) / 3600,
-              "peak_memory_bytes": max(r.peak_bytes for r in rows),
-              **{f"{k}_per_s": by[k].rate for k in ("denoiser_update", "reward_end_update", "actor_critic_update",
-                                                   "imagination")}}
-    if not learners_only:
-        result["projection"] = projection(cfg, rows, args.eval_episode_steps)
-    return result
-
-
-def ladder_markdown(cfg: Config, args: argparse.Namespace, results: list[dict[str, Any]]) -> str:
-    device = resolve_device(cfg.perf.device)
-    lines = [f"Ladder on **{device_name(device)}**, torch {torch.__version__}, profile `{cfg.profile}`, batch "
-             f"{cfg.training.batch_size} (measured at {args.batch_size or cfg.training.batch_size}); learner phases "
-             "of a whole run only (collection, evaluation and checkpoints excluded).", "",
-             "| configuration | denoiser steps/s | reward/end steps/s | actor-critic steps/s | imagined frames/s "
-             "| learner time of a run | gain vs previous | peak memory |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    prev = None
-    for r in results:
-        gain = "" if prev is None else f"×{prev / r['learner_hours']:.2f}"
-        lines.append(f"| {r['config']} | {r['denoiser_update_per_s']:.3g} | {r['reward_end_update_per_s']:.3g} | "
-                     f"{r['actor_critic_update_per_s']:.3g} | {r['imagination_per_s']:,.0f} | "
-                     f"{_fmt_time(3600 * r['learner_hours'])} | {gain} | {_fmt_bytes(r['peak_memory_bytes'])} |")
-        prev = r["learner_hours"]
-    return "\n".join(lines) + "\n"
-
-
-def run_ladder(cfg: Config, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    """The learner rows and the projected run time for each cumulative fast-path configuration."""
-    results = [ladder_rung(label, step_cfg, args) for label, step_cfg in ladder_configs(cfg)]
-    return {"device_name": device_name(resolve_device(cfg.perf.device)), "torch": torch.__version__,
-            "profile": cfg.profile, "ladder": results}, ladder_markdown(cfg, args, results)
-
-
 def main(argv: list[str] | None = None) -> int:
+    from diamond.ladder import LADDER, run_ladder  # the ladder module builds on this one
+
     parser = argparse.ArgumentParser(prog="python -m diamond.bench", description=__doc__.splitlines()[0],
                                      epilog="Overrides are dotted config keys, e.g. perf.bf16=true perf.device=cuda.")
     parser.add_argument("--profile", default="paper", choices=list(PROFILES), help="networks and schedule (paper)")

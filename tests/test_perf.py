@@ -279,6 +279,7 @@ def test_flop_counts_are_per_sample_and_add_up() -> None:
 
 def test_bench_cli_writes_json_and_markdown(tmp_path, monkeypatch) -> None:
     from diamond import bench
+    from diamond import ladder as ladder_module
 
     args = ["--profile", "smoke", "--batch-size", "2", "--warmup", "0", "--repeats", "1", "--collect-steps", "20",
             "--eval-episode-steps", "50", "--out", str(tmp_path), *TINY_NETS]
@@ -295,7 +296,7 @@ def test_bench_cli_writes_json_and_markdown(tmp_path, monkeypatch) -> None:
     assert proj["total_s"] == pytest.approx(sum(proj["seconds"].values())) and proj["counts"]["eval_step"] == 2 * 50
     text = (tmp_path / "bench.md").read_text()
     assert "| denoiser_update |" in text and "extrapolated" in text and report["peak_flops"] > 0
-    monkeypatch.setattr(bench, "LADDER", (("plain", None), ("+bf16", "perf.bf16"), ("+cuda_graphs", "perf.cuda_graphs")))
+    monkeypatch.setattr(ladder_module, "LADDER", (("plain", None), ("+bf16", "perf.bf16"), ("+cuda_graphs", "perf.cuda_graphs")))
     assert bench.main(args + ["--ladder"]) == 0
     ladder = json.loads((tmp_path / "ladder.json").read_text())["ladder"]
     assert [r["config"] for r in ladder] == ["plain", "+bf16", "+cuda_graphs"]

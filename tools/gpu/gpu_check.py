@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from diamond.bench import (LADDER, PHASES, count_flops, device_name, ladder_configs, ladder_rung, matmul_peak,
-                           measure, with_values, workload)
+from diamond.bench import PHASES, count_flops, device_name, matmul_peak, measure, with_values, workload
+from diamond.ladder import LADDER, ladder_configs, ladder_rung
 from diamond.config import Config, build_config
 from diamond.diffusion.samplers import nfe
 from diamond.envs import num_actions
