@@ -98,11 +98,17 @@ def sample_heun(denoise: DenoiseFn, x: Tensor, sigmas: Tensor, *,
         denoised = _denoise_at(denoise, x, sigma)
         if sigma_next == 0.0:
             return denoised
-        d = (x - denoised) / sigma
-        x_euler = x + d * (sigma_next - sigma)
-        d_next = (x_euler - _denoise_at(denoise, x_euler, sigma_next)) / sigma_next
-        x = x + (d + d_next) / 2 * (sigma_next - sigma)
+        x = _heun_step(denoise, x, denoised, sigma, sigma_next)
     return x
+
+
+def _heun_step(denoise: DenoiseFn, x: Tensor, denoised: Tensor, sigma: float, sigma_next: float) -> Tensor:
+    """One Heun step from sigma to sigma_next > 0 (Karras et al. 2022 Alg. 1, lines 5-8), given D(x; sigma):
+    an Euler step, then the average of the slopes at both ends."""
+    d = (x - denoised) / sigma
+    x_euler = x + d * (sigma_next - sigma)
+    d_next = (x_euler - _denoise_at(denoise, x_euler, sigma_next)) / sigma_next
+    return x + (d + d_next) / 2 * (sigma_next - sigma)
 
 
 def sample_euler_maruyama(denoise: DenoiseFn, x: Tensor, sigmas: Tensor, *,
@@ -162,10 +168,7 @@ def sample_heun_churn(denoise: DenoiseFn, x: Tensor, sigmas: Tensor, *, generato
         denoised = _denoise_at(denoise, x, sigma_hat)
         if sigma_next == 0.0:
             return denoised
-        d = (x - denoised) / sigma_hat
-        x_euler = x + d * (sigma_next - sigma_hat)
-        d_next = (x_euler - _denoise_at(denoise, x_euler, sigma_next)) / sigma_next
-        x = x + (d + d_next) / 2 * (sigma_next - sigma_hat)
+        x = _heun_step(denoise, x, denoised, sigma_hat, sigma_next)
     return x
 
 
