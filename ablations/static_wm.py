@@ -11,7 +11,6 @@ from), rollout_errors.csv, rollout_frames.npz, result.json (last).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -23,12 +22,12 @@ from tqdm import tqdm
 
 from diamond.agent import make_optimizer, warmup_schedule
 from diamond.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
-from diamond.config import Config, ConfigError, build_config, config_hash, from_dict, to_dict
+from diamond.config import Config, build_config, config_hash, to_dict
 from diamond.data import ReplayBuffer, sample_segments, to_float
 from diamond.envs import num_actions
 from diamond.io import (append_jsonl, atomic_write, atomic_write_json, atomic_write_text,
-                        atomic_write_yaml, read_json, read_jsonl, read_yaml)
-from diamond.rundir import locked_run, record_identity
+                        atomic_write_yaml, read_json, read_jsonl)
+from diamond.rundir import locked_run, record_identity, repair_metrics
 from diamond.trainer import resolve_device
 from diamond.world_model import WorldModel, build_world_model
 from evaluation.drift import reference_frames
@@ -169,9 +168,9 @@ class StaticTrainer:
         self.sched.load_state_dict(state["scheduler"])
         self.step, self.train_time = int(state["step"]), float(state["train_time"])
         restore_rng(state["rng"], self.rng)
-        if self.metrics_path.is_file():
-            kept = [r for r in read_jsonl(self.metrics_path) if r["step"] <= self.step]
-            atomic_write_text(self.metrics_path, "".join(f"{json.dumps(r)}\n" for r in kept))
+        note = repair_metrics(self.metrics_path, upto=self.step, key="step")
+        if note:
+            print(note)
         return True
 
     def fit(self, train_steps: int, checkpoint_every: int, test_every: int, log_every: int,
@@ -206,13 +205,12 @@ def run_config(profile: str, overrides: Sequence[str], seed: int, game: str) -> 
 
 
 def _resolved_config(run_dir: Path, profile: str, overrides: Sequence[str], seed: int, game: str) -> Config:
-    """The run's config; resuming with different arguments fails instead of mixing two configs."""
+    """The run's config, claimed for the folder (diamond/rundir.py): resuming with different arguments fails,
+    naming the differing keys, instead of mixing two configs."""
     cfg = run_config(profile, overrides, seed, game)
-    config_file = run_dir / "config.yaml"
-    if config_file.is_file() and from_dict(read_yaml(config_file)) != cfg:
-        raise ConfigError(f"{config_file} holds a different config than requested; resume with the same "
-                          "arguments or use another run folder.")
-    atomic_write_yaml(config_file, to_dict(cfg))
+    record_identity(run_dir, {"game": game, "seed": seed, "profile": profile, "config_hash": config_hash(cfg)},
+                    config=to_dict(cfg), flag="run folder")
+    atomic_write_yaml(run_dir / "config.yaml", to_dict(cfg))
     return cfg
 
 
@@ -266,8 +264,6 @@ def run(run_dir: str | Path, dataset_dir: str | Path, profile: str = "paper", ov
             raise ValueError(f"{name} must be >= 1, got {value}.")
     buffer, summary = load_dataset(dataset_dir)
     cfg = _resolved_config(run_dir, profile, overrides, seed, summary["game"])
-    record_identity(run_dir, {"game": summary["game"], "seed": seed, "profile": profile,
-                              "config_hash": config_hash(cfg)}, flag="run folder")
     n_actions = num_actions(summary["game"])
     top = max(int(ep.act.max(initial=0)) for ep in buffer.episodes)
     if top >= n_actions:

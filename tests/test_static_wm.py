@@ -14,6 +14,7 @@ from ablations import static_wm
 from diamond.data import Episode, ReplayBuffer
 from tests._fakes import TinyFeatures, TinyLPIPS
 from diamond.io import atomic_write_json, read_json, read_jsonl
+from diamond.errors import RunIdentityError
 from evaluation.wm_protocol import COPY_SETTING, REAL_SETTING, clip_metrics, join_life_losses, rollout_vs_real
 
 torch.set_num_threads(1)
@@ -184,6 +185,22 @@ def test_static_run_resumes_exactly_and_writes_result(tmp_path):
     assert read_json(tmp_path / "a" / "result.json") == result
     with np.load(tmp_path / "a" / static_wm.FRAMES_FILE) as frames:
         assert frames["n=2"].shape[:2] == (2, len(frames["times"]))
+
+
+def test_static_run_refuses_other_settings_naming_the_key(tmp_path):
+    """A static run folder belongs to one run (diamond/rundir.py): resuming with another config names the key."""
+    data = tmp_path / "data"
+    write_dataset(data)
+
+    def interrupt(step):
+        if step == 2:
+            raise KeyboardInterrupt("simulated preemption")
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "a", data, interrupt)
+    with pytest.raises(RunIdentityError, match=r"config differs in denoiser_optim\.lr"):
+        static_wm.run(tmp_path / "a", data, profile="smoke", overrides=(*TINY, "denoiser_optim.lr=0.5"),
+                      train_steps=6, protocol=PROTOCOL)
 
 
 def test_split_holds_out_the_last_tenth_of_the_steps():
