@@ -126,23 +126,23 @@ class Trainer:
         return {"collect/steps": self.replay.num_steps, "collect/reward_events": events}
 
     # ------------------------------------------------------------------ learning
-    def _segments(self, seq_len: int, pad: str) -> Any:
+    def _segments(self, seq_len: int, pad: str, batch: int | None = None) -> Any:
         t = self.cfg.training
+        batch = t.batch_size if batch is None else batch
         if self.cfg.perf.replay_on_device:
             if self._device_replay is None or self._device_replay.buffer is not self.replay:
                 self._device_replay = DeviceReplay(self.replay, self.device)
-            seg = self._device_replay.sample(t.batch_size, seq_len, self.rng, pad=pad,
-                                             recency_weights=t.recency_weights)
+            seg = self._device_replay.sample(batch, seq_len, self.rng, pad=pad, recency_weights=t.recency_weights)
         else:
-            seg = sample_segments(self.replay, t.batch_size, seq_len, self.rng, pad=pad,
+            seg = sample_segments(self.replay, batch, seq_len, self.rng, pad=pad,
                                   recency_weights=t.recency_weights).to_torch(self.device)
         obs = to_float(seg.obs) * seg.mask[:, :, None, None, None]
         return obs, seg
 
     def _new_contexts(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """n fresh real contexts for imagined envs that terminated (the `refill` of world_model.imagine)."""
-        obs, seg = self._segments(self.cfg.training.burn_in, "left")
-        return obs[:n], seg.act[:n]
+        obs, seg = self._segments(self.cfg.training.burn_in, "left", batch=n)
+        return obs, seg.act
 
     def train_phase(self, name: str, steps: int) -> dict[str, float]:
         t, d = self.cfg.training, self.cfg.diffusion
