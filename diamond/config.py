@@ -106,7 +106,10 @@ class TrainingConfig:
     lambda_: float = 0.95
     entropy_weight: float = 0.001
     eval_episodes: int = 100
-    eval_every: int = 0  # epochs; 0 = only at the end
+    eval_every: int = 0  # epochs; 0 = only at the end (the released code: 4 test episodes every 10 epochs)
+    eval_every_episodes: int = 4  # full test episodes of each intermediate evaluation (learning curve)
+    diag_every: int = 10  # epochs between diagnostics on held-out real data (world model, R_ψ); 0 = never
+    tensorboard: bool = True  # also write metrics to <run>/tensorboard when the tensorboard package is installed
     eval_epsilon: float = 0.0
     eval_num_envs: int = 8
 
@@ -189,14 +192,48 @@ PROFILES: dict[str, dict[str, Any]] = {
         "env.eval_max_episode_frames": 4_000,
         "perf.device": "cpu",
     },
-    "cpu": {  # a static world-model study on a 2-core CPU (0.49 M-parameter U-Net; sizes measured in
-        # ablations/ddpm_vs_edm.py); the agent's other networks keep the paper's sizes
+    "cpu": {  # one agent run in ~15-20 min on one core of this 2-core CPU, and the static world-model studies
+        # (0.49 M-parameter U-Net, sizes measured in ablations/ddpm_vs_edm.py). Per update at batch 16, measured in a
+        # run (`python -m diamond.bench --profile cpu` gives 0.33 / 1.65 / 2.4 s on an idle core): denoiser 0.45 s,
+        # reward/end 2.2 s, actor-critic 3 s (240 imagined frames at n = 1), hence 6,800 env steps, 30 epochs and
+        # ~580 / 98 / 194 updates. EDM n = 1: the stable setting of the committed CPU Figure 3. Atari 100k protocol
+        # otherwise (64x64, frameskip 4, life loss, full test games, fewer evaluation episodes)
         "denoiser.channels": [16, 16, 32, 32],
         "denoiser.depths": [1, 1, 1, 1],
         "denoiser.cond_dim": 128,
         "denoiser.bottleneck_attention": False,
+        "diffusion.num_steps": 1,
+        "diffusion.train_chain": 1,
+        "reward_end.channels": [8, 8, 16, 16],
+        "reward_end.depths": [1, 1, 1, 1],
+        "reward_end.cond_dim": 32,
+        "reward_end.lstm_dim": 64,
+        "reward_end.bottleneck_attention": False,
+        "actor_critic.channels": [8, 8, 16, 16],
+        "actor_critic.lstm_dim": 64,
         "training.batch_size": 16,
+        "training.epochs": 30,
+        "training.total_env_steps": 6_800,
+        "training.collect_steps_per_epoch": 200,
+        "training.initial_collect_steps": 1_000,
+        "training.initial_collect_max_steps": 3_000,
+        "training.denoiser_steps": 10,
+        "training.reward_end_steps": 2,
+        "training.actor_critic_steps": 6,
+        "training.first_epoch_denoiser_steps": 300,
+        "training.first_epoch_reward_end_steps": 40,
+        "training.first_epoch_actor_critic_steps": 20,
+        "training.eval_episodes": 16,
+        "training.eval_every": 10,
+        "training.eval_every_episodes": 4,
+        "training.diag_every": 5,
+        "env.eval_max_episode_frames": 27_000,
         "denoiser_optim.lr": 1e-3,
+        "reward_end_optim.lr": 1e-3,
+        "actor_critic_optim.lr": 1e-3,
+        "denoiser_optim.warmup_steps": 20,
+        "reward_end_optim.warmup_steps": 20,
+        "actor_critic_optim.warmup_steps": 10,
         "perf.device": "cpu",
     },
 }

@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 from diamond.agent import Agent, Learner, build_agent
 from diamond.config import Config, config_hash, to_dict
 from diamond.data import ReplayBuffer, sample_segments, to_float
-from diamond.envs import EnvBatch, make_env, num_actions
+from diamond.diagnostics import TensorBoard, heldout_diagnostics
+from diamond.envs import EnvBatch, make_env
 from diamond.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from diamond.games import GAMES, human_normalized_score
 from diamond.io import append_jsonl, atomic_write_json, atomic_write_yaml, read_json
@@ -22,6 +23,7 @@ from diamond.perf import DeviceReplay, apply_module_switches
 from diamond.rundir import repair_metrics
 
 EpochHook = Callable[[int, "Trainer"], None]
+EnvFactory = Callable[..., Any]  # make_env's signature: (game, *, train, seed, size, frameskip, noop_max, max_episode_frames)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -33,23 +35,27 @@ def resolve_device(name: str) -> torch.device:
 class Trainer:
     """One run folder: config.yaml, metrics.jsonl, checkpoints/last.pt, replay/, result.json."""
 
-    def __init__(self, cfg: Config, run_dir: str | Path, epoch_hook: EpochHook | None = None) -> None:
+    def __init__(self, cfg: Config, run_dir: str | Path, epoch_hook: EpochHook | None = None,
+                 env_factory: EnvFactory | None = None) -> None:
+        """`env_factory` replaces the Atari env (same signature as diamond.envs.make_env), e.g. by a toy env in
+        the learning tests; the loop itself is unchanged."""
         self.cfg, self.run_dir, self.epoch_hook = cfg, Path(run_dir), epoch_hook
+        self.make_env: EnvFactory = make_env if env_factory is None else env_factory
         self.device = resolve_device(cfg.perf.device)
         self.ckpt_path = self.run_dir / "checkpoints" / "last.pt"
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.result_path = self.run_dir / "result.json"
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
-        self.num_actions = num_actions(cfg.env.game)
+        self.env = self.make_env(cfg.env.game, train=True, seed=cfg.seed, size=cfg.env.size, frameskip=cfg.env.frameskip,
+                                 noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames)
+        self.num_actions = int(self.env.action_space.n)
         self.agent: Agent = apply_module_switches(build_agent(cfg, self.num_actions).to(self.device), cfg.perf)
         self.learner = Learner(self.agent, cfg)
         self.replay = ReplayBuffer(self.run_dir / "replay")
         self._device_replay: DeviceReplay | None = None  # perf.replay_on_device: built lazily, after any resume
         self.epoch = 0  # completed epochs
         self.wall_time = 0.0
-        self.env = make_env(cfg.env.game, train=True, seed=cfg.seed, size=cfg.env.size, frameskip=cfg.env.frameskip,
-                            noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames)
         self._obs: np.ndarray | None = None  # current real observation; None = start a new episode
         self._ac_state: Any = None
 
@@ -93,7 +99,7 @@ class Trainer:
     def collect(self, steps: int, uniform: bool, desc: str) -> dict[str, float]:
         """Play `steps` real transitions into the replay (Alg. 1 collect_experience); episodes span epochs."""
         self.agent.actor_critic.eval()
-        returns, rewards_seen = [], 0
+        returns, rewards_seen, sign_sum, ends = [], 0, 0.0, 0
         for _ in tqdm(range(steps), desc=desc, leave=False, dynamic_ncols=True):
             if self._obs is None:
                 self._obs, _ = self.env.reset()  # seeded once in make_env; after a life loss the game continues
@@ -106,12 +112,16 @@ class Trainer:
             obs, rew, term, trunc, _ = self.env.step(action)
             self.replay.add_step(action, float(rew), bool(term), bool(trunc), obs)
             rewards_seen += int(rew != 0)
+            sign_sum += float(np.sign(rew))
+            ends += int(term)
             self._ep_return += float(rew)
             self._obs = obs
             if term or trunc:
                 returns.append(self._ep_return)
                 self._obs = None
-        out = {"collect/steps": steps, "collect/reward_events": rewards_seen}
+        # the real counterparts of imagination/reward_mean and imagination/end_rate (sign-clipped, per step)
+        out = {"collect/steps": steps, "collect/reward_events": rewards_seen,
+               "collect/reward_rate": sign_sum / max(steps, 1), "collect/end_rate": ends / max(steps, 1)}
         if returns:
             out["collect/episode_return"] = float(np.mean(returns))
         return out
@@ -161,14 +171,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def evaluate(self, episodes: int) -> list[float]:
-        """Full test games (no life-loss termination, raw rewards), sampled policy at eval_epsilon.
+    def evaluate(self, episodes: int, random_policy: bool = False) -> list[float]:
+        """Full test games (no life-loss termination, raw rewards), sampled policy at eval_epsilon, or the uniform
+        random policy under the same protocol (the baseline an agent must beat).
 
         Each env plays a fixed quota of episodes decided up front, so short episodes are not over-represented."""
         t, e = self.cfg.training, self.cfg.env
         n_envs = max(1, min(t.eval_num_envs, episodes))
         quota = [episodes // n_envs + (i < episodes % n_envs) for i in range(n_envs)]
-        envs = EnvBatch([make_env(e.game, train=False, seed=self.cfg.seed + 10_000 + i, size=e.size, frameskip=e.frameskip,
+        envs = EnvBatch([self.make_env(e.game, train=False, seed=self.cfg.seed + 10_000 + i, size=e.size, frameskip=e.frameskip,
                                   noop_max=e.noop_max, max_episode_frames=e.eval_max_episode_frames) for i in range(n_envs)])
         ac = self.agent.actor_critic.eval()
         obs = envs.reset()
@@ -180,7 +191,7 @@ class Trainer:
             logits, _, state = ac(to_float(torch.from_numpy(obs).to(self.device)), state)
             probs = torch.softmax(logits.float(), -1).cpu().numpy().astype(np.float64)
             actions = np.array([self.rng.choice(self.num_actions, p=p / p.sum()) for p in probs])
-            explore = self.rng.random(n_envs) < t.eval_epsilon
+            explore = np.ones(n_envs, bool) if random_policy else self.rng.random(n_envs) < t.eval_epsilon
             actions[explore] = self.rng.integers(self.num_actions, size=int(explore.sum()))
             obs, rew, term, trunc, _ = envs.step(actions)
             running += rew
@@ -208,9 +219,11 @@ class Trainer:
         if note:
             print(note)
         t = self.cfg.training
+        self.tensorboard = TensorBoard(self.run_dir, t.tensorboard)
         while self.epoch < t.epochs:
             start = time.perf_counter()
             first = self.epoch == 0
+            before = self.replay.num_steps
             if first:
                 metrics = self.initial_collection()
             elif self.replay.num_steps < t.total_env_steps:
@@ -218,18 +231,25 @@ class Trainer:
                 metrics = self.collect(steps, uniform=False, desc=f"epoch {self.epoch + 1} collect")
             else:
                 metrics = {}
+            new_steps = self.replay.num_steps - before
+            if t.diag_every and (self.epoch + 1) % t.diag_every == 0 and new_steps > 0:
+                # the steps just collected, before any learner has trained on them: held-out real data
+                metrics.update(heldout_diagnostics(self.agent.world_model, self.agent.reward_end, self.replay,
+                                                   new_steps, t.reward_end_seq_len, self.device))
             for name, n, n_first in (("denoiser", t.denoiser_steps, t.first_epoch_denoiser_steps),
                                      ("reward_end", t.reward_end_steps, t.first_epoch_reward_end_steps),
                                      ("actor_critic", t.actor_critic_steps, t.first_epoch_actor_critic_steps)):
                 metrics.update(self.train_phase(name, n_first if first else n))
             self.epoch += 1
             if t.eval_every and self.epoch % t.eval_every == 0 and self.epoch < t.epochs:
-                metrics["eval/return"] = float(np.mean(self.evaluate(max(1, t.eval_episodes // 10))))
+                returns = self.evaluate(t.eval_every_episodes)
+                metrics.update({"eval/return": float(np.mean(returns)), "eval/episode_returns": returns})
             elapsed = time.perf_counter() - start
             self.wall_time += elapsed
             metrics.update({"epoch": self.epoch, "env_steps": self.replay.num_steps, "epoch_time_s": elapsed,
                             "wall_time_s": self.wall_time})
             append_jsonl(self.metrics_path, metrics)
+            self.tensorboard.write(metrics, self.replay.num_steps)
             self.save_checkpoint()
             if self.epoch_hook is not None:
                 self.epoch_hook(self.epoch, self)
@@ -238,6 +258,7 @@ class Trainer:
     def finish(self) -> dict[str, Any]:
         start = time.perf_counter()
         returns = self.evaluate(self.cfg.training.eval_episodes)
+        random_returns = self.evaluate(self.cfg.training.eval_episodes, random_policy=True)
         self.wall_time += time.perf_counter() - start
         mean = float(np.mean(returns))
         result = {
@@ -245,9 +266,15 @@ class Trainer:
             "config_hash": config_hash(self.cfg), "episode_returns": returns, "mean_return": mean, "score": mean,
             "hns": float(human_normalized_score(self.cfg.env.game, mean)) if self.cfg.env.game in GAMES else None,
             "num_episodes": len(returns),
+            "random_returns": random_returns, "random_mean_return": float(np.mean(random_returns)),
             "env_steps": self.replay.num_steps, "epochs": self.epoch, "wall_time_s": self.wall_time,
             "device": str(self.device), "nfe": self.agent.world_model.nfe,
         }
-        append_jsonl(self.metrics_path, {"epoch": self.epoch, "eval/return": mean, "final": True})
+        final = {"epoch": self.epoch, "env_steps": self.replay.num_steps, "eval/return": mean,
+                 "eval/random_return": result["random_mean_return"], "final": True}
+        append_jsonl(self.metrics_path, final)
+        tensorboard = getattr(self, "tensorboard", None) or TensorBoard(self.run_dir, self.cfg.training.tensorboard)
+        tensorboard.write(final, self.replay.num_steps)
+        tensorboard.close()
         atomic_write_json(self.result_path, result)
         return result

@@ -286,3 +286,54 @@ def plot_sampler_errors(table: pd.DataFrame, path: str | Path, panels: Mapping[s
     axes[0].set_ylabel("W2(sample, data) / data std")
     axes[-1].legend(fontsize="small", loc="upper right")
     return _save(fig, path)
+
+
+def plot_learning_curves(metrics: pd.DataFrame, path: str | Path, reference: Mapping[str, Mapping[str, float]]) -> Path:
+    """Evaluation return against env steps, one panel per game, one line per seed; dashed: the measured random
+    policy (`reference[game]["random"]`), dotted: human (`reference[game]["human"]`), when given."""
+    _require(metrics, ["game", "seed", "env_steps", "eval/return"], "learning curves")
+    games = list(dict.fromkeys(metrics["game"]))
+    cols = min(3, len(games))
+    rows = (len(games) + cols - 1) // cols
+    fig = Figure(figsize=(4.2 * cols, 3.0 * rows))
+    for i, game in enumerate(games):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        df = metrics[(metrics["game"] == game) & metrics["eval/return"].notna()]
+        for seed, run in df.groupby("seed"):
+            ax.plot(run["env_steps"], run["eval/return"], marker="o", ms=3, label=f"seed {seed}")
+        for key, style in (("random", "--"), ("human", ":")):
+            value = reference.get(game, {}).get(key)
+            if value is not None and np.isfinite(value):
+                ax.axhline(value, color="grey", ls=style, lw=1, label=key)
+        ax.set_title(game)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("return")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_diagnostics(metrics: pd.DataFrame, path: str | Path) -> Path:
+    """Per-epoch diagnostics against env steps, one line per game (seeds averaged): world model MSE over
+    copy-last-frame, imagined minus real reward per step, policy entropy."""
+    panels = {"diag/wm_over_copy": "world model / copy-last MSE (held-out)",
+              "reward_gap": "imagined - real reward per step", "actor_critic/entropy": "policy entropy"}
+    df = metrics.copy()
+    if {"imagination/reward_mean", "collect/reward_rate"} <= set(df):
+        df["reward_gap"] = df["imagination/reward_mean"] - df["collect/reward_rate"]
+    fig = Figure(figsize=(4.2 * len(panels), 3.2))
+    for i, (key, title) in enumerate(panels.items()):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        if key in df:
+            for game, g in df[df[key].notna()].groupby("game", sort=False):
+                curve = g.groupby("env_steps")[key].mean()
+                ax.plot(curve.index, curve.values, marker=".", label=game)
+        if key == "diag/wm_over_copy":
+            ax.axhline(1.0, color="grey", ls="--", lw=1)
+        if key == "reward_gap":
+            ax.axhline(0.0, color="grey", ls="--", lw=1)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("env steps")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)

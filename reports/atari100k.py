@@ -19,6 +19,7 @@ from diamond.io import atomic_write_text
 from evaluation import aggregate, baselines, plots
 from evaluation.atari import GAMES
 from reports.builder import Report
+from reports.learning import learning_section
 from reports.common import (ReportContext, bootstrap_reps, collect_results, completion_banner, differences, format_ci,
                             grid_config_hash, profile_banner, read_config, settings_banner, settings_table,
                             subset_banner, wall_time_rows)
@@ -206,6 +207,7 @@ def build_report(ctx: ReportContext, specs: Sequence[RunSpec], default_seeds: in
     report.table(per_game_table(ours_all, games), "per_game",
                  caption=f"Returns on our {len(games)} games. Published columns: the paper's Table 1. {OURS}: mean "
                          "± sample standard deviation over seeds.", float_fmt="{:.1f}")
+    learning_section(report, results, out, reps.aggregate)
 
     report.heading("Aggregate human-normalized scores (Figure 2)")
     agg = aggregate.aggregate_metrics(tidy, reps=reps.aggregate, algorithms=order)
