@@ -56,7 +56,9 @@ def newest_windows(replay: ReplayBuffer, num_steps: int, length: int, device: to
     if not obs:
         return None
     as_t = lambda x: torch.from_numpy(np.stack(x)).to(device)  # noqa: E731
-    return Windows(to_float(as_t(obs)), as_t(act), as_t(rew), as_t(end), as_t(mask))
+    real = as_t(mask)
+    frames = to_float(as_t(obs)) * real[:, :, None, None, None]  # padding 0 in [-1, 1], as the learners see it
+    return Windows(frames, as_t(act), as_t(rew), as_t(end), real)
 
 
 @torch.no_grad()
