@@ -11,15 +11,20 @@ tests/test_official_equivalence.py loads them into our modules through diamond/o
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import sys
 import types
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import torch
 
 A, B, L, SIZE = 5, 2, 4, 32  # actions, batch, history, frame size of the tiny networks
+FIXTURES = ("weights", "denoiser", "reward_end", "actor_critic", "imagination", "segments", "ac_loss", "loop",
+            "schedule")  # file names (.pt), in the order they are produced
 
 
 def import_released(root: Path) -> SimpleNamespace:
@@ -146,7 +151,7 @@ class Loader:
     """Stand-in DataLoader for WorldModelEnv: yields fixed real contexts (obs [B, L, ...], act [B, L])."""
 
     def __init__(self, contexts: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        self.batch_sampler = SimpleNamespace(batch_size=B)
+        self.batch_sampler = SimpleNamespace(batch_size=contexts[0][1].shape[0])
         self.contexts = contexts
 
     def __iter__(self):
@@ -235,6 +240,166 @@ def imagination_fixture(r: SimpleNamespace, m: SimpleNamespace, horizon: int = 6
             "end_env": torch.tensor(end_env), "end_step": torch.tensor(end_step)}
 
 
+def loop_fixture(r: SimpleNamespace, m: SimpleNamespace, horizon: int = 5, seed: int = 10) -> dict:
+    """The released actor-critic update (make_env_loop in its WorldModelEnv) with the tiny actor-critic and R_ψ
+    acting for real: actions, rewards and ends are sampled from their logits (global RNG, reseeded with `seed`
+    at the start of the recorded update), only the sampler is the deterministic stand-in. The first update
+    runs without terminations; in the second (recorded) one env 0 terminates at step 1, envs 0 and 2 at step 3
+    (forced after sampling: the RNG draws are unchanged), so refills of one and of two envs happen mid-window.
+    Stored: the contexts the released env handed out (window start, then each refill) with their R_ψ burn-in
+    states, every step's policy input, action, R_ψ logits, sampled reward and end, actor logits and values, the
+    bootstrap values, the losses and the gradient of every actor-critic parameter."""
+    nb = 3
+    forced = {horizon + 1: (0,), horizon + 3: (0, 2)}  # global imagination step -> envs that terminate
+    torch.manual_seed(9)
+    contexts = [(frames(nb, L, 3, SIZE, SIZE), torch.randint(0, A, (nb, L))) for _ in range(4)]
+    env = r.WorldModelEnv(m.den, m.rew, Loader(contexts), r.WorldModelEnvConfig(
+        horizon=horizon, num_batches_to_preload=1, diffusion_sampler=r.DiffusionSamplerConfig(num_steps_denoising=3)))
+    env.predict_next_obs = lambda: (stand_in_next(env.obs_buffer, env.act_buffer), [])
+    handed, step_logits, k = [], [], [0]
+    send = env.generator_init.send
+    env.generator_init = SimpleNamespace(send=lambda n: handed.append(send(n)) or handed[-1])
+    rew_end_model_step = m.rew.predict_rew_end
+
+    def predict_rew_end_logged(obs, act, next_obs, hx_cx=None):
+        out = rew_end_model_step(obs, act, next_obs, hx_cx)
+        if obs.shape[1] == 1:  # an imagination step (the burn-ins see L - 1 transitions at once)
+            step_logits.append((out[0][:, 0].clone(), out[1][:, 0].clone()))
+        return out
+
+    m.rew.predict_rew_end = predict_rew_end_logged
+    sample_rew_end = env.predict_rew_end
+
+    def forced_end(next_obs):
+        rew, end = sample_rew_end(next_obs)  # both sampled from the real logits (RNG order kept)
+        end = torch.zeros_like(end)
+        end[list(forced.get(k[0], ()))] = 1
+        k[0] += 1
+        return rew, end
+
+    env.predict_rew_end = forced_end
+    ac = m.ac
+    ac.setup_training(env, r.ActorCriticLossConfig(backup_every=horizon, gamma=0.985, lambda_=0.95,
+                                                   weight_value_loss=1.0, weight_entropy_loss=0.001))
+    torch.manual_seed(seed - 1)
+    ac()  # first update: zero LSTM state, no burn-in; ends by restarting every env from a new context
+    first = len(handed) - 1  # the contexts the recorded update starts from
+    captured, logged = {}, len(step_logits)
+    loop = ac.env_loop
+    ac.env_loop = SimpleNamespace(send=lambda n: captured.setdefault("out", loop.send(n)))
+    torch.manual_seed(seed)
+    loss, metrics = ac()
+    ac.zero_grad()
+    loss.backward()
+    del m.rew.predict_rew_end  # back to the class method
+    obs, act, rew, end, trunc, logits, val, val_bootstrap, _ = captured["out"]
+    refills = handed[first + 1 : first + 1 + len(forced)]
+    assert [len(x[1]) for x in refills] == [len(v) for v in forced.values()]
+    out = {"seed": torch.tensor(seed), "horizon": torch.tensor(horizon),
+           "start_obs": to_uint8(handed[first][0]), "start_act": handed[first][1],
+           "start_re_h": handed[first][2][0][0], "start_re_c": handed[first][2][1][0],
+           "refill_obs": to_uint8(torch.cat([x[0] for x in refills])), "refill_act": torch.cat([x[1] for x in refills]),
+           "refill_re_h": torch.cat([x[2][0][0] for x in refills]), "refill_re_c": torch.cat([x[2][1][0] for x in refills]),
+           "obs": to_uint8(obs), "act": act, "rew": rew, "end": end, "trunc": trunc, "logits": logits.detach(),
+           "values": val.detach(), "val_bootstrap": val_bootstrap,
+           "rew_logits": torch.stack([x[0] for x in step_logits[logged : logged + horizon]], 1),
+           "end_logits": torch.stack([x[1] for x in step_logits[logged : logged + horizon]], 1),
+           "loss": loss.detach(), **{k_: metrics[k_] for k_ in ("loss_actions", "loss_values", "loss_entropy")}}
+    out.update({f"grad.{k_}": p.grad.clone() for k_, p in ac.named_parameters()})
+    ac.env_loop, ac.loss_cfg = None, None
+    ac.zero_grad()
+    return out
+
+
+def released_config(root: Path) -> Any:
+    """The released trainer.yaml with its agent/env groups (config/agent/default.yaml, config/env/atari.yaml),
+    resolved as its main.py does (an `eval` resolver)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("eval"):
+        OmegaConf.register_new_resolver("eval", eval)
+    cfg = OmegaConf.load(root / "config" / "trainer.yaml")
+    cfg.agent = OmegaConf.load(root / "config" / "agent" / "default.yaml")
+    cfg.env = OmegaConf.load(root / "config" / "env" / "atari.yaml")
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def schedule_fixture(root: Path, reward_events_from: int = 5_000, steps_per_event: int = 50) -> dict:
+    """The released Trainer.run / collect_initial_dataset / train_agent / collect_test (its own methods, on a
+    stand-in `self` whose collectors, dataset and learners only count) over a whole paper-config run, and the
+    batches its __init__ builds for each learner (seq_length, can_sample_beyond_end, batch size: the same
+    arithmetic on its resolved config). The stand-in dataset sees one non-zero reward per `steps_per_event`
+    steps after `reward_events_from`, so the initial collection is extended (5,000 -> 5,500 steps)."""
+    import trainer as released_trainer
+
+    cfg = released_config(root)
+    log = {"collect": [], "train": [], "test": []}
+    epoch = lambda: fake.epoch  # noqa: E731
+
+    class Data:
+        name, num_steps, num_episodes = "test_dataset", 0, 0
+
+        @property
+        def counts_rew(self) -> list[int]:
+            events = max(0, self.num_steps - reward_events_from) // steps_per_event
+            return [events, self.num_steps - events]
+
+        counter_rew = property(lambda self: dict(enumerate(self.counts_rew)))
+        state_dict, load_state_dict, clear = (lambda self, *a: None,) * 3
+
+    def train_collect(n):
+        fake.train_dataset.num_steps += n.steps
+        log["collect"].append((epoch(), n.steps))
+        return []
+
+    def test_collect(n):
+        log["test"].append((epoch(), n.episodes))
+        return [{"test_dataset/episode_id": i, "return": 0.0, "length": 1} for i in range(n.episodes)]
+
+    def train_component(name, steps):
+        log["train"].append((epoch(), fake._model_names.index(name), steps))
+        return []
+
+    fake = SimpleNamespace(_cfg=cfg, _rank=0, _is_model_free=False, _is_static_dataset=False, epoch=0,
+                           num_epochs_collect=None, num_episodes_test=0, train_dataset=Data(), test_dataset=Data(),
+                           _train_collector=SimpleNamespace(send=train_collect),
+                           _test_collector=SimpleNamespace(send=test_collect),
+                           agent=SimpleNamespace(train=lambda: None, zero_grad=lambda: None, eval=lambda: None),
+                           _model_names=["denoiser", "rew_end_model", "actor_critic"],
+                           train_component=train_component, test_agent=lambda: [], save_checkpoint=lambda: None)
+    for name in ("collect_initial_dataset", "train_agent", "collect_test"):
+        setattr(fake, name, getattr(released_trainer.Trainer, name).__get__(fake))
+    released_trainer.wandb_log = lambda *a, **k: None
+    released_trainer.Trainer.run(fake)
+    initial = [n for e, n in log["collect"] if e == 0]
+    epochs = fake.epoch
+    collect = torch.zeros(epochs + 1, dtype=torch.long)
+    train = torch.zeros(epochs + 1, 3, dtype=torch.long)
+    test = torch.zeros(epochs + 1, dtype=torch.long)  # index 0: before epoch 1; index epochs: incl. final
+    for e, n in log["collect"]:
+        collect[e] += n
+    for e, i, n in log["train"]:
+        train[e, i] += n
+    for e, n in log["test"]:
+        test[e] += n
+    seq = cfg.agent.denoiser.inner_model.num_steps_conditioning
+    c = {k: getattr(cfg, k).training for k in ("denoiser", "rew_end_model", "actor_critic")}
+    return {"initial_collect": torch.tensor(initial), "collect_steps": collect, "train_steps": train,
+            "test_episodes": test, "num_epochs_collect": torch.tensor(fake.num_epochs_collect),
+            # per learner (denoiser, rew_end_model, actor_critic): frames per segment, padding after the end
+            "seq_length": torch.tensor([seq + 1 + c["denoiser"].num_autoregressive_steps, c["rew_end_model"].seq_length,
+                                        seq]),
+            "can_sample_beyond_end": torch.tensor([False, True, False]),
+            "batch_size": torch.tensor([c[k].batch_size for k in c]),
+            "warmup_steps": torch.tensor([c[k].lr_warmup_steps for k in c]),
+            "horizon": torch.tensor(cfg.world_model_env.horizon),
+            "backup_every": torch.tensor(cfg.actor_critic.actor_critic_loss.backup_every),
+            "train_epsilon": torch.tensor(cfg.collection.train.epsilon),
+            "test_epsilon": torch.tensor(cfg.collection.test.epsilon),
+            "num_batches_to_preload": torch.tensor(cfg.world_model_env.num_batches_to_preload)}
+
+
 def segment_fixture(r: SimpleNamespace) -> dict:
     """Released make_segment on a 6-transition episode for every window start of a 4-frame segment. Frames
     are 1x1 pixels named by index + 1 (0 = padding)."""
@@ -269,21 +434,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--official", type=Path, required=True, help="checkout of eloialonso/diamond (branch main)")
     parser.add_argument("--out", type=Path, default=Path("tests/fixtures/official"))
+    parser.add_argument("--only", nargs="+", choices=FIXTURES, help="write only these files (default: all)")
     args = parser.parse_args()
     r = import_released(args.official)
     torch.set_num_threads(1)
     m = tiny(r)
+    parts = (("denoiser", m.den), ("rew_end_model", m.rew), ("actor_critic", m.ac))
+    weights_file = args.out / "weights.pt"
+    if weights_file.exists():  # keep the committed weights: float results of a fresh init differ across CPUs (~1e-7)
+        saved = torch.load(weights_file, weights_only=True)
+        for p, mod in parts:
+            mod.load_state_dict({k[len(p) + 1:]: v for k, v in saved.items() if k.startswith(p + ".")})
     args.out.mkdir(parents=True, exist_ok=True)
-    weights = {f"{p}.{k}": v.clone() for p, mod in (("denoiser", m.den), ("rew_end_model", m.rew), ("actor_critic", m.ac))
-               for k, v in mod.state_dict().items()}
-    fixtures = {"weights": weights, "denoiser": denoiser_fixture(r, m), "reward_end": reward_end_fixture(r, m),
-                "actor_critic": actor_critic_fixture(r, m), "imagination": imagination_fixture(r, m),
-                "segments": segment_fixture(r), "ac_loss": loss_fixture(r, m)}
-    for name, data in fixtures.items():
+    make = {"weights": lambda: {f"{p}.{k}": v.clone() for p, mod in parts for k, v in mod.state_dict().items()},
+            "denoiser": lambda: denoiser_fixture(r, m), "reward_end": lambda: reward_end_fixture(r, m),
+            "actor_critic": lambda: actor_critic_fixture(r, m), "imagination": lambda: imagination_fixture(r, m),
+            "segments": lambda: segment_fixture(r), "ac_loss": lambda: loss_fixture(r, m),
+            "loop": lambda: loop_fixture(r, m), "schedule": lambda: schedule_fixture(args.official)}
+    for name in args.only or FIXTURES:
+        with contextlib.redirect_stdout(io.StringIO()):  # the released trainer prints every episode
+            data = make[name]()
         torch.save({k: v.detach().contiguous() for k, v in data.items()}, args.out / f"{name}.pt")
-    (args.out / "paper_shapes.json").write_text(json.dumps(paper_shapes(r), indent=0) + "\n")
+    if not args.only:
+        (args.out / "paper_shapes.json").write_text(json.dumps(paper_shapes(r), indent=0) + "\n")
     total = sum(f.stat().st_size for f in args.out.iterdir())
-    print(f"wrote {len(fixtures) + 1} files to {args.out} ({total / 1e6:.2f} MB)")
+    print(f"wrote {len(args.only or FIXTURES)} files to {args.out} ({total / 1e6:.2f} MB in the folder)")
 
 
 if __name__ == "__main__":
