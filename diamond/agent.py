@@ -51,9 +51,19 @@ def make_optimizer(module: nn.Module, ocfg: OptimConfig, fused: bool = False) ->
     return torch.optim.AdamW(groups, lr=ocfg.lr, eps=ocfg.eps, **kwargs)
 
 
-def warmup_schedule(opt: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up to the base learning rate, then constant (no decay, as released)."""
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / max(1, warmup_steps)))
+def warmup_schedule(opt: torch.optim.Optimizer, warmup_steps: int, from_zero: bool = False
+                    ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the base learning rate, then constant (no decay, as released). The factor of update
+    `step` (0-based) is (step + 1) / warmup_steps; `from_zero` gives the released step / warmup_steps, whose
+    first update runs at lr 0 (a step that changes nothing but Adam's moment estimates)."""
+    offset = 0 if from_zero else 1
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + offset) / max(1, warmup_steps)))
+
+
+def policy_probs(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """π(a | s) ∝ exp(logit_a / T), the distribution real-env collection samples from. T = 1 is the policy
+    itself; Freeway's T = 0.01 (IRIS App. H, training.collect_temperature) makes it nearly greedy."""
+    return torch.softmax(logits.float() / temperature, dim=-1)
 
 
 def reward_end_loss(model: nn.Module, obs: Tensor, act: Tensor, rew: Tensor, end: Tensor, mask: Tensor
@@ -90,7 +100,8 @@ class Learner:
             "actor_critic": (agent.actor_critic, cfg.actor_critic_optim),
         }
         self.optimizers = {k: make_optimizer(m, o, fused) for k, (m, o) in parts.items()}
-        self.schedulers = {k: warmup_schedule(self.optimizers[k], o.warmup_steps) for k, (_, o) in parts.items()}
+        self.schedulers = {k: warmup_schedule(self.optimizers[k], o.warmup_steps, o.warmup_from_zero)
+                           for k, (_, o) in parts.items()}
         self.clip = {k: o.max_grad_norm for k, (_, o) in parts.items()}
         self.modules = {k: m for k, (m, _) in parts.items()}
         self.steps = {k: 0 for k in parts}

@@ -77,6 +77,7 @@ class OptimConfig:
     weight_decay: float = 1e-2
     max_grad_norm: float = 1.0
     warmup_steps: int = 100
+    warmup_from_zero: bool = False  # True: factor step/warmup_steps, first update at lr 0 (released code)
 
 
 @dataclass
@@ -112,6 +113,7 @@ class TrainingConfig:
     tensorboard: bool = True  # also write metrics to <run>/tensorboard when the tensorboard package is installed
     eval_epsilon: float = 0.0
     eval_num_envs: int = 8
+    collect_temperature: float = 1.0  # real-env collection samples softmax(logits / T) (IRIS App. H; GAME_OVERRIDES)
 
 
 @dataclass
@@ -239,6 +241,15 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
+# Per-game settings as the authors ran them, applied by build_config on top of the profile (explicit overrides
+# win). Freeway: DIAMOND's RL pipeline uses the trick of IRIS's Appendix H (authors, eloialonso/diamond issue
+# #34; the DIAMOND paper does not mention it): the collection policy samples at a low temperature, so an
+# untrained agent's small preferences become persistent moves that can cross the road (without it, return 0).
+GAME_OVERRIDES: dict[str, dict[str, Any]] = {
+    "Freeway": {"training.collect_temperature": 0.01},
+}
+
+
 class ConfigError(KnownError, ValueError):
     """An invalid configuration value or combination (a usage error: exit status 2)."""
 
@@ -259,14 +270,17 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def build_config(profile: str = "paper", overrides: list[str] | dict[str, Any] | None = None, **top: Any) -> Config:
-    """Profile defaults, then overrides (`a.b=c` strings or a dict), then validation."""
+    """Profile defaults, the game's GAME_OVERRIDES, overrides (`a.b=c` strings or a dict), then validation."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
     cfg = Config(profile=profile)
     set_dotted(cfg, PROFILES[profile])
-    if overrides:
-        set_dotted(cfg, parse_overrides(overrides) if isinstance(overrides, list) else overrides)
-    set_dotted(cfg, {k: v for k, v in top.items() if v is not None})
+    given = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
+    given.update({k: v for k, v in top.items() if v is not None})
+    set_dotted(cfg, given)
+    if cfg.env.game in GAME_OVERRIDES:  # the game is known only now; explicit overrides then keep the last word
+        set_dotted(cfg, GAME_OVERRIDES[cfg.env.game])
+        set_dotted(cfg, given)
     validate(cfg)
     return cfg
 
@@ -356,6 +370,8 @@ def validate(cfg: Config) -> None:
                               f"got {getattr(cfg, section).attention_residual!r}")
     if t.reward_end_seq_len <= t.burn_in:
         raise ConfigError("training.reward_end_seq_len (B_R + H) must exceed training.burn_in (B_R)")
+    if not t.collect_temperature > 0:
+        raise ConfigError(f"training.collect_temperature must be > 0, got {t.collect_temperature}")
     if not 0.0 <= t.epsilon <= 1.0 or not 0.0 <= t.eval_epsilon <= 1.0:
         raise ConfigError("training.epsilon and training.eval_epsilon must lie in [0, 1]")
     if t.initial_collect_steps > t.total_env_steps:
