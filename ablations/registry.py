@@ -19,6 +19,7 @@ SUITE_MODULES: dict[str, str] = {
     "ablation_sampler": "ablations.sampler",
     "ablation_nfe": "ablations.nfe",
     "ablation_conditioning": "ablations.conditioning",
+    "ablation_memory": "ablations.memory",
 }
 
 

@@ -29,7 +29,7 @@ from diamond.io import (append_jsonl, atomic_write, atomic_write_json, atomic_wr
                         atomic_write_yaml, read_json, read_jsonl)
 from diamond.rundir import locked_run, record_identity, repair_metrics
 from diamond.trainer import resolve_device
-from diamond.world_model import WorldModel, build_world_model
+from diamond.registry import build_world_model
 from evaluation.drift import reference_frames
 from evaluation.wm_protocol import (clip_metrics, error_table_times, load_feature_networks, num_parameters,
                                      rollout_vs_real)
@@ -111,11 +111,11 @@ class StaticTrainer:
         self.metrics_path = run_dir / "metrics.jsonl"
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
-        self.model: WorldModel = build_world_model(cfg, n_actions).to(self.device)
+        self.model = build_world_model(cfg, n_actions).to(self.device)  # whichever world_model.factory names
         self.opt = make_optimizer(self.model, cfg.denoiser_optim, cfg.perf.fused_adamw)
         self.sched = warmup_schedule(self.opt, cfg.denoiser_optim.warmup_steps)
         self.step, self.train_time = 0, 0.0
-        seq_len = cfg.diffusion.num_history + cfg.diffusion.train_chain
+        seq_len = self.model.segment_length
         test_buf = ReplayBuffer()
         for ep in test:
             test_buf.add_episode(ep)
@@ -132,8 +132,7 @@ class StaticTrainer:
     def train_step(self) -> float:
         """Eq. 5 (EDM: Eq. 7; DDPM: ε-prediction) on one uniformly sampled batch."""
         self.model.train()
-        d = self.cfg.diffusion
-        seg = sample_segments(self.train_buf, self.cfg.training.batch_size, d.num_history + d.train_chain, self.rng,
+        seg = sample_segments(self.train_buf, self.cfg.training.batch_size, self.model.segment_length, self.rng,
                               pad="left", recency_weights=None)
         loss = self._loss(seg)
         self.opt.zero_grad(set_to_none=True)
@@ -214,7 +213,7 @@ def _resolved_config(run_dir: Path, profile: str, overrides: Sequence[str], seed
     return cfg
 
 
-def evaluate(model: WorldModel, test: list[Any], settings: ProtocolSettings, run_dir: Path,
+def evaluate(model: torch.nn.Module, test: list[Any], settings: ProtocolSettings, run_dir: Path,
              train: ReplayBuffer | None = None) -> dict[str, Any]:
     """The reusable protocol on the held-out episodes; per-step errors and grid frames go to files.
 

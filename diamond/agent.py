@@ -11,7 +11,8 @@ from torch import Tensor, nn
 from diamond.config import Config, OptimConfig
 from diamond.perf import imagination_step
 from diamond.rl import lambda_returns, policy_loss, value_loss
-from diamond.world_model import Imagined, Refill, WorldModel, build_world_model, imagine
+from diamond.registry import build_world_model
+from diamond.world_model import Imagined, Refill, WorldModel, imagine
 
 
 class Agent(nn.Module):
@@ -23,6 +24,7 @@ class Agent(nn.Module):
 
 
 def build_agent(cfg: Config, num_actions: int) -> Agent:
+    """The three learners; the world model is whichever world_model.factory names (diamond/registry.py)."""
     from diamond.nets.actor_critic import ActorCriticNet
     from diamond.nets.reward_end import RewardEndNet
 

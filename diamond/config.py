@@ -130,6 +130,37 @@ class PerfConfig:
 
 
 @dataclass
+class WorldModelConfig:
+    """Which world model every trainer and suite builds (diamond/registry.py, docs/plugins.md)."""
+
+    factory: str = "diamond"  # a registered name (diamond, recurrent, an entry point's) or package.module:function
+    options: dict = field(default_factory=dict)  # the factory's own settings (e.g. the recurrent model's sizes)
+
+
+class WorldModelOptions:
+    """The rule of world_model.options: a mapping from option names to YAML scalars or lists of them; the
+    chosen factory checks the names and values it takes (diamond/recurrent_wm.py: recurrent_options)."""
+
+    def describe(self) -> str:
+        return "a mapping from option names to numbers, strings, booleans or lists of them"
+
+    def coerce(self, key: str, value: Any) -> dict:
+        def plain(v: Any) -> bool:
+            return isinstance(v, (int, float, str, bool)) or (isinstance(v, (list, tuple)) and all(map(plain, v)))
+
+        if not isinstance(value, dict) or not all(isinstance(k, str) and k.isidentifier() and plain(v)
+                                                  for k, v in value.items()):
+            raise ConfigError(f"config key {key!r} must be {self.describe()}, got {value!r}")
+        return dict(value)
+
+    def wrong_type(self) -> Any:
+        return "abc"
+
+    def out_of_range(self) -> Any:
+        return {"not a name": 1}
+
+
+@dataclass
 class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -141,6 +172,7 @@ class Config:
     actor_critic_optim: OptimConfig = field(default_factory=lambda: OptimConfig(weight_decay=0.0, max_grad_norm=100.0))
     training: TrainingConfig = field(default_factory=TrainingConfig)
     perf: PerfConfig = field(default_factory=PerfConfig)
+    world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
     profile: str = "paper"
     seed: int = 0
 
@@ -383,6 +415,12 @@ def validate(cfg: Config) -> None:
     from diamond.envs import validate_game
 
     validate_game(cfg.env.game)
+    from diamond.registry import FACTORY_KEY, resolve_factory
+
+    if not isinstance(cfg.world_model.factory, str):
+        raise ConfigError(f"config key {FACTORY_KEY!r} must be a string, got {cfg.world_model.factory!r}")
+    resolve_factory(cfg.world_model.factory)
+    WorldModelOptions().coerce("world_model.options", cfg.world_model.options)
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -15,7 +15,10 @@ from diamond.diffusion.samplers import SAMPLERS, nfe
 
 
 class WorldModel(nn.Module):
-    """D_θ: conditions on the last L frames and actions (Eq. 5) and samples x_{t+1} with n denoising steps."""
+    """D_θ: conditions on the last L frames and actions (Eq. 5) and samples x_{t+1} with n denoising steps.
+
+    The built-in entry of the world-model registry (diamond/registry.py, name `diamond`): stateless, so its
+    `memory` is always None and a training segment is the L context frames plus the chained targets."""
 
     def __init__(self, net: nn.Module, paradigm: Any, sampler: str, num_steps: int, num_history: int, train_chain: int = 1) -> None:
         super().__init__()
@@ -29,6 +32,19 @@ class WorldModel(nn.Module):
         return self.net(x_in, c_noise, cond[0], cond[1])
 
     @property
+    def segment_length(self) -> int:
+        """Frames per training segment: L context frames + train_chain targets."""
+        return self.num_history + self.train_chain
+
+    def memory(self, obs: Tensor, act: Tensor, state: Any = None) -> None:
+        """No memory beyond the L-frame window (the protocol's stateless case)."""
+        return None
+
+    def _condition(self, obs_hist: Tensor, act_hist: Tensor, state: Any) -> tuple[Tensor, ...]:
+        """What the inner network is conditioned on besides the noisy frame and its noise level."""
+        return obs_hist, act_hist
+
+    @property
     def nfe(self) -> int:
         """Network evaluations per generated frame."""
         return nfe(self.sampler, self.num_steps)
@@ -39,7 +55,7 @@ class WorldModel(nn.Module):
         As in the released code, each chained prediction sees the previous one's detached denoised
         estimate in its context, which trains the model on its own (slightly off) outputs."""
         L, chain = self.num_history, self.train_chain
-        if obs.shape[1] != L + chain:
+        if obs.shape[1] != self.segment_length:
             raise ValueError(f"denoiser segments need L + train_chain = {L + chain} frames, got {obs.shape[1]}")
         frames = obs.clone()
         total = obs.new_zeros(())
@@ -53,10 +69,12 @@ class WorldModel(nn.Module):
         return total / chain
 
     @torch.no_grad()
-    def predict_next(self, obs_hist: Tensor, act_hist: Tensor, num_steps: int | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """Sample x_{t+1} given [B, L, 3, H, W] frames in [-1, 1] and [B, L] actions (a_t last)."""
+    def predict_next(self, obs_hist: Tensor, act_hist: Tensor, num_steps: int | None = None,
+                     generator: torch.Generator | None = None, state: Any = None) -> Tensor:
+        """Sample x_{t+1} given [B, L, 3, H, W] frames in [-1, 1] and [B, L] actions (a_t last); `state` is
+        the model's memory of the frames before the window (None for this stateless model)."""
         n = self.num_steps if num_steps is None else num_steps
-        cond = (obs_hist, act_hist)
+        cond = self._condition(obs_hist, act_hist, state)
         shape = obs_hist[:, -1].shape
         x = self.paradigm.initial_noise(shape, n_steps=n, generator=generator, device=obs_hist.device)
         sigmas = self.paradigm.sigmas(n)  # read as Python floats by the sampler: keep it on the host (no device sync)
@@ -71,25 +89,24 @@ class WorldModel(nn.Module):
     def rollout(self, obs_hist: Tensor, actions: Tensor, num_steps: int | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Autoregressive open-loop rollout: L real frames + [B, L - 1 + T] actions → [B, T, 3, H, W]."""
         L = self.num_history
-        frames, acts = obs_hist, actions
+        frames, acts, state = obs_hist, actions, None
         out = []
         for t in range(actions.shape[1] - L + 1):
-            nxt = self.predict_next(frames, acts[:, t : t + L], num_steps, generator)
+            nxt = self.predict_next(frames, acts[:, t : t + L], num_steps, generator, state=state)
             out.append(nxt)
+            state = self.memory(frames[:, :1], acts[:, t : t + 1], state)  # the frame leaving the window
             frames = torch.cat([frames[:, 1:], nxt[:, None]], dim=1)
         return torch.stack(out, dim=1)
 
 
-def build_world_model(cfg: Any, num_actions: int) -> WorldModel:
-    """World model from a Config: the paradigm, history conditioning and sampler are objects picked by name."""
+def denoiser_settings(cfg: Any) -> tuple[Any, dict[str, Any]]:
+    """The paradigm object and the denoiser network's keyword arguments a Config names (shared by the world
+    models built on DIAMOND's denoiser)."""
     from dataclasses import asdict
-
-    from diamond.nets import build_denoiser_net
 
     d = cfg.diffusion
     paradigm = build_paradigm(d.paradigm, **asdict(getattr(d, d.paradigm)))
-    net = build_denoiser_net(
-        num_actions,
+    kwargs = dict(
         num_history=d.num_history,
         history=d.history,
         channels=tuple(cfg.denoiser.channels),
@@ -100,7 +117,18 @@ def build_world_model(cfg: Any, num_actions: int) -> WorldModel:
         history_kwargs=dict(cfg.denoiser.history_kwargs),
         attention_residual=cfg.denoiser.attention_residual,
     )
-    return WorldModel(net, paradigm, d.sampler, d.num_steps, d.num_history, d.train_chain)
+    return paradigm, kwargs
+
+
+def build_world_model(cfg: Any, num_actions: int) -> WorldModel:
+    """The registry's `diamond` world model from a Config: the paradigm, history conditioning and sampler are
+    objects picked by name. Suites build through diamond.registry.build_world_model (world_model.factory)."""
+    from diamond.nets import build_denoiser_net
+
+    d = cfg.diffusion
+    paradigm, kwargs = denoiser_settings(cfg)
+    return WorldModel(build_denoiser_net(num_actions, **kwargs), paradigm, d.sampler, d.num_steps, d.num_history,
+                      d.train_chain)
 
 
 @dataclass
@@ -129,11 +157,11 @@ WorldModelStep = Callable[[Tensor, Tensor, ReState], tuple[Tensor, Tensor, Tenso
 
 @torch.no_grad()
 def world_model_step(world_model: WorldModel, reward_end: nn.Module, hist_obs: Tensor, hist_act: Tensor,
-                     re_state: ReState) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor]]:
+                     re_state: ReState, memory: Any = None) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor]]:
     """The gradient-free part of one imagined step: D_θ samples x_{t+1} from the last L frames and actions
-    (a_t last), R_ψ scores (x_t, a_t, x_{t+1}). Returns (x_{t+1}, reward logits, end logits, R_ψ state);
-    a function of tensors only, so perf.cuda_graphs can capture it whole."""
-    nxt = world_model.predict_next(hist_obs, hist_act)
+    (a_t last) and its memory of earlier frames, R_ψ scores (x_t, a_t, x_{t+1}). Returns (x_{t+1}, reward
+    logits, end logits, R_ψ state); a function of tensors only, so perf.cuda_graphs can capture it whole."""
+    nxt = world_model.predict_next(hist_obs, hist_act, state=memory)
     rl, el, re_state = reward_end(hist_obs[:, -1:], hist_act[:, -1:], nxt[:, None], re_state)
     return nxt, rl[:, 0], el[:, 0], re_state
 
@@ -171,10 +199,12 @@ def imagine(actor_critic: nn.Module, world_model: WorldModel, reward_end: nn.Mod
     fresh burned-in context, as the released code's WorldModelEnv does (its actor burn-in then runs with
     gradient, like the steps after it); without `refill` the terminated trajectory stays in the batch and its
     later steps are masked (valid = 0). `step` replaces world_model_step (e.g. by its CUDA-graph capture,
-    diamond.perf); None is the plain path."""
+    diamond.perf); None is the plain path. A world model with memory (diamond/registry.py) gets each frame
+    that leaves the window; while its memory is not None, the plain path runs (a capture holds no memory)."""
     with torch.no_grad():
         ac_state, re_state = burn_in(actor_critic, reward_end, obs, act)
-    hist_obs, hist_act = obs, act
+    hist_obs, hist_act, memory = obs, act, None
+    fold = getattr(world_model, "memory", None)  # None when a scripted `step` stands in for the world model
     frames, acts, logits_all, values, rewards, ends = [obs[:, -1]], [], [], [], [], []
     for t in range(horizon):
         logits, value, ac_state = actor_critic(frames[-1], ac_state)
@@ -182,11 +212,14 @@ def imagine(actor_critic: nn.Module, world_model: WorldModel, reward_end: nn.Mod
         # frame i pairs with the action taken at frame i (as in training): the new action fills the last
         # slot beside the newest frame, and both windows slide together after the step (released code too)
         hist_act = torch.cat([hist_act[:, :-1], action[:, None]], dim=1)
-        if step is None:
-            nxt, rl, el, re_state = world_model_step(world_model, reward_end, hist_obs, hist_act, re_state)
+        if step is None or memory is not None:
+            nxt, rl, el, re_state = world_model_step(world_model, reward_end, hist_obs, hist_act, re_state, memory)
         else:
             nxt, rl, el, re_state = step(hist_obs, hist_act, re_state)
         r, d = sample_reward_end(rl, el)
+        if fold is not None:
+            with torch.no_grad():
+                memory = fold(hist_obs[:, :1], hist_act[:, :1], memory)  # the frame leaving the window
         hist_obs = torch.cat([hist_obs[:, 1:], nxt[:, None]], dim=1)
         hist_act = torch.cat([hist_act[:, 1:], action[:, None]], dim=1)  # last slot: overwritten next step
         policy_input = nxt
@@ -195,6 +228,9 @@ def imagine(actor_critic: nn.Module, world_model: WorldModel, reward_end: nn.Mod
             new_obs, new_act = refill(int(dead.sum()))
             new_ac, new_re = burn_in(actor_critic, reward_end, new_obs, new_act)
             ac_state, re_state = _set_rows(ac_state, dead, new_ac), _set_rows(re_state, dead, new_re)
+            if memory is not None:  # a restarted env has seen nothing before its new window
+                memory = memory.clone()
+                memory[dead] = fold(new_obs[:, :0], new_act[:, :0])
             hist_obs, hist_act = hist_obs.clone(), hist_act.clone()
             hist_obs[dead], hist_act[dead] = new_obs, new_act
             policy_input = hist_obs[:, -1]

@@ -14,7 +14,9 @@ generated frame has a real frame to be compared with:
   rate and the parameter count.
 
 A world model is anything with `num_history` (L), `sampler`, `predict_next(obs_hist [B,L,3,H,W] in
-[-1,1], act_hist [B,L], num_steps=n, generator=g) -> [B,3,H,W]` and (as an nn.Module) parameters.
+[-1,1], act_hist [B,L], num_steps=n, generator=g) -> [B,3,H,W]` and (as an nn.Module) parameters; one with
+a `memory` (the protocol of diamond/registry.py) gets each frame that leaves its window and passes its
+state back to `predict_next`.
 """
 
 from __future__ import annotations
@@ -121,6 +123,18 @@ def _sampler(world_model: Any, sampler: str | None) -> Iterator[str]:
         world_model.sampler = previous
 
 
+def nfe_at(world_model: Any, sampler: str, n: int) -> int:
+    """Network evaluations per frame at n steps: the model's own `nfe` (diamond/registry.py) read with num_steps
+    = n; a reference model without one counts as its sampler does."""
+    if not hasattr(world_model, "nfe"):
+        return nfe(sampler, n)
+    previous, world_model.num_steps = world_model.num_steps, n
+    try:
+        return int(world_model.nfe)
+    finally:
+        world_model.num_steps = previous
+
+
 @torch.no_grad()
 def generate(world_model: Any, context: np.ndarray, actions: np.ndarray, num_steps: int,
              generator: torch.Generator | None, desc: str = "rollout") -> np.ndarray:
@@ -134,9 +148,14 @@ def generate(world_model: Any, context: np.ndarray, actions: np.ndarray, num_ste
     acts = torch.as_tensor(actions, device=device)
     horizon = acts.shape[1] - L + 1
     out = np.empty((len(context), horizon, *context.shape[2:]), np.uint8)
+    memory = getattr(world_model, "memory", None)  # the reference models of evaluation/ have none
+    state = None
     for t in tqdm(range(horizon), desc=desc, leave=False, disable=horizon < 50):
-        nxt = world_model.predict_next(frames, acts[:, t : t + L], num_steps=num_steps, generator=generator)
+        kwargs = {} if state is None else {"state": state}
+        nxt = world_model.predict_next(frames, acts[:, t : t + L], num_steps=num_steps, generator=generator, **kwargs)
         out[:, t] = to_uint8(nxt).cpu().numpy()
+        if memory is not None:
+            state = memory(frames[:, :1], acts[:, t : t + 1], state)  # the frame leaving the window
         frames = torch.cat([frames[:, 1:], nxt[:, None]], dim=1)
     return out
 
@@ -208,7 +227,7 @@ def rollout_vs_real(world_model: Any, episodes: Iterable[Any], *, starts: int, h
             generator.set_state(noise_state)
             gen = generate(world_model, real[:, :L], actions, n, generator, desc=f"rollout n={n}")
             errors = _with_drift(compounding_error(real[:, L:], gen, lpips_net), gen, drift_reference)
-            errors.insert(0, "nfe", nfe(name, n))
+            errors.insert(0, "nfe", nfe_at(world_model, name, n))
             errors.insert(0, "num_steps", n)
             errors.insert(0, "setting", f"n={n}")
             tables.append(errors)
@@ -287,7 +306,7 @@ def clip_metrics(world_model: Any, episodes: Iterable[Any], *, num_clips: int, c
     mse = float(np.mean(((real_clips.astype(np.float64) - gen) / 255.0) ** 2))
     return {
         "num_clips": len(real), "context": context, "clip_len": clip_len, "num_steps": n, "sampler": name,
-        "nfe": nfe(name, n), "mse": mse, "psnr": metrics["psnr"], "ssim": metrics["ssim"],
+        "nfe": nfe_at(world_model, name, n), "mse": mse, "psnr": metrics["psnr"], "ssim": metrics["ssim"],
         "fid": metrics.get("fid"), "fvd": metrics.get("fvd"), "lpips": metrics.get("lpips"),
         "unavailable": unavailable, "sample_rate_hz": rate, "sample_rate_device": str(_device(world_model)),
         "num_parameters": num_parameters(world_model),
