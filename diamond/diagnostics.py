@@ -99,22 +99,36 @@ def reward_end_detection(reward_end: nn.Module, w: Windows, batch: int = 64) -> 
     transition of each held-out window (the LSTM burns in on the window's earlier transitions)."""
     was_training = reward_end.training
     reward_end.eval()
-    rew_pred, end_pred = [], []
+    rew_logits, end_logits = [], []
     for i in range(0, len(w.obs), batch):
         obs, act = w.obs[i : i + batch], w.act[i : i + batch]
         rl, el, _ = reward_end(obs[:, :-1], act[:, :-1], obs[:, 1:])
-        rew_pred.append(rl[:, -1].argmax(-1))
-        end_pred.append(el[:, -1].argmax(-1))
+        rew_logits.append(rl[:, -1].float())
+        end_logits.append(el[:, -1].float())
     reward_end.train(was_training)
     sign = torch.sign(w.rew[:, -2]).long()  # the window's last transition: frames -2 -> -1
     out: dict[str, float] = {}
-    for name, pred, target in (("reward", torch.cat(rew_pred) - 1, sign), ("end", torch.cat(end_pred),
-                                                                           w.end[:, -2].long())):
-        tp, fp, fn = detection_counts(pred, target)
+    # reward classes 0, 1, 2 = sign -1, 0, +1: shift to "class 0 = no event" as for ends
+    for name, logits, target, shift in (("reward", torch.cat(rew_logits), sign, 1),
+                                        ("end", torch.cat(end_logits), w.end[:, -2].long(), 0)):
+        tp, fp, fn = detection_counts(logits.argmax(-1) - shift, target)
         precision, recall = precision_recall(tp, fp, fn)
         out.update({f"diag/{name}_tp": float(tp), f"diag/{name}_fp": float(fp), f"diag/{name}_fn": float(fn),
-                    f"diag/{name}_precision": precision, f"diag/{name}_recall": recall})
+                    f"diag/{name}_precision": precision, f"diag/{name}_recall": recall,
+                    **event_probabilities(logits, target, shift, name)})
     return out
+
+
+def event_probabilities(logits: Tensor, target: Tensor, shift: int, name: str) -> dict[str, float]:
+    """Imagination samples R_ψ's distribution rather than its argmax, so a model whose argmax never names a
+    rare event can still drive learning if it is discriminative: the mean probability it gives the true event
+    on event transitions, against the probability of any event on non-event transitions (NaN without them)."""
+    probs = torch.softmax(logits, -1)
+    event = target != 0
+    p_true = probs.gather(1, (target + shift).clamp(min=0)[:, None])[:, 0]
+    p_any = 1.0 - probs[:, shift]
+    mean = lambda x: float(x.mean()) if len(x) else float("nan")  # noqa: E731
+    return {f"diag/{name}_p_event": mean(p_true[event]), f"diag/{name}_p_nonevent": mean(p_any[~event])}
 
 
 def heldout_diagnostics(world_model: nn.Module, reward_end: nn.Module, replay: ReplayBuffer, num_steps: int,

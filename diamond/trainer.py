@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from diamond.agent import Agent, Learner, build_agent
+from diamond.agent import Agent, Learner, build_agent, policy_probs
 from diamond.config import Config, config_hash, to_dict
 from diamond.data import ReplayBuffer, sample_segments, to_float
 from diamond.diagnostics import TensorBoard, heldout_diagnostics
@@ -93,7 +93,7 @@ class Trainer:
         logits, _, self._ac_state = self.agent.actor_critic(x, self._ac_state)
         if self.rng.random() < epsilon:
             return int(self.rng.integers(self.num_actions))
-        probs = torch.softmax(logits[0].float(), -1).cpu().numpy().astype(np.float64)
+        probs = policy_probs(logits[0], self.cfg.training.collect_temperature).cpu().numpy().astype(np.float64)
         return int(self.rng.choice(self.num_actions, p=probs / probs.sum()))
 
     def collect(self, steps: int, uniform: bool, desc: str) -> dict[str, float]:

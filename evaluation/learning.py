@@ -19,7 +19,8 @@ from diamond.io import read_jsonl
 DIAG_KEYS = ("diag/wm_mse", "diag/copy_last_mse", "diag/wm_over_copy", "diag/reward_tp", "diag/reward_fp",
              "diag/reward_fn", "diag/end_tp", "diag/end_fp", "diag/end_fn", "imagination/reward_mean",
              "collect/reward_rate", "imagination/end_rate", "collect/end_rate", "actor_critic/entropy",
-             "eval/return")
+             "eval/return", "diag/reward_p_event", "diag/reward_p_nonevent", "diag/end_p_event",
+             "diag/end_p_nonevent")
 
 
 def cluster_bootstrap_mean(per_seed: Sequence[Sequence[float]], reps: int = 2_000, seed: int = 0
@@ -87,16 +88,20 @@ def diagnostics_table(metrics: pd.DataFrame, late_fraction: float = 0.5) -> pd.D
         mean = {k: float(v.mean()) if len(v) else float("nan") for k, v in s.items()}
         g = lambda k: mean.get(k, float("nan"))  # noqa: E731
         t = lambda k: total.get(k, 0.0)  # noqa: E731
-        rows.append({
+        row = {
             "game": game, "wm MSE": g("diag/wm_mse"), "copy-last MSE": g("diag/copy_last_mse"),
             "wm / copy": g("diag/wm_over_copy"),
             "reward precision": _ratio(t("diag/reward_tp"), t("diag/reward_tp") + t("diag/reward_fp")),
             "reward recall": _ratio(t("diag/reward_tp"), t("diag/reward_tp") + t("diag/reward_fn")),
             "reward events": t("diag/reward_tp") + t("diag/reward_fn"),
+            "P(reward | reward)": g("diag/reward_p_event"), "P(reward | none)": g("diag/reward_p_nonevent"),
             "end precision": _ratio(t("diag/end_tp"), t("diag/end_tp") + t("diag/end_fp")),
             "end recall": _ratio(t("diag/end_tp"), t("diag/end_tp") + t("diag/end_fn")),
             "imagined reward/step": g("imagination/reward_mean"), "real reward/step": g("collect/reward_rate"),
             "imagined end/step": g("imagination/end_rate"), "real end/step": g("collect/end_rate"),
             "policy entropy": g("actor_critic/entropy"),
-        })
+        }
+        if "diag/reward_p_event" not in late:  # runs made before these were logged
+            del row["P(reward | reward)"], row["P(reward | none)"]
+        rows.append(row)
     return pd.DataFrame(rows)

@@ -101,9 +101,11 @@ def test_reward_end_detection_against_a_model_that_knows_the_answer() -> None:
     right = reward_end_detection(_ReadsFrames(), w)
     assert (right["diag/reward_tp"], right["diag/reward_fp"], right["diag/reward_fn"]) == (2, 0, 0)
     assert right["diag/end_precision"] == right["diag/end_recall"] == 1.0
+    assert right["diag/reward_p_event"] > 0.99 and right["diag/reward_p_nonevent"] < 0.01
     wrong = reward_end_detection(_ReadsFrames(wrong=True), w)
     assert wrong["diag/reward_precision"] == pytest.approx(2 / 30) and wrong["diag/reward_recall"] == 1.0
     assert wrong["diag/end_recall"] == 0.0 and np.isnan(wrong["diag/end_precision"])
+    assert wrong["diag/reward_p_nonevent"] > 0.99 and wrong["diag/end_p_event"] < 0.01
 
 
 def test_detection_counts_require_the_right_sign() -> None:
