@@ -42,13 +42,12 @@ function onHello(msg) {
   select.innerHTML = "";
   for (const name of msg.samplers) select.add(new Option(name, name, false, name === msg.sampler));
   select.disabled = msg.samplers.length === 0;
-  const body = $("keymap").querySelector("tbody");
-  body.innerHTML = "";
+  const list = $("keymap");
+  list.innerHTML = "";
   for (const a of msg.actions) {
-    const row = body.insertRow();
-    row.insertCell().textContent = a.action;
-    row.insertCell().textContent = a.meaning;
-    row.insertCell().textContent = a.keys.length ? a.keys.map((k) => LABELS[k]).join(" + ") : "(no key)";
+    const item = document.createElement("li");
+    item.textContent = `${a.meaning}: ${a.keys.length ? a.keys.map((k) => LABELS[k]).join(" + ") : "no key"}`;
+    list.append(item);
   }
 }
 
