@@ -20,6 +20,7 @@ from pathlib import Path
 from ablations.arms import ClipProtocol, check_evaluation, check_finished, reject_overrides
 from ablations.registry import Suite, SuiteOptions
 from ablations.sampler import EXPERT_GAME, TEST_FRACTION
+from ablations.static_decision import decision_protocol
 from ablations.static_data import dataset_dir
 from diamond.config import build_config
 from slurm.launcher import RunSpec
@@ -107,7 +108,8 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
                                     "train_steps": s.train_steps, "checkpoint_every": s.checkpoint_every,
                                     "test_every": s.checkpoint_every, "seed": seed, "test_fraction": TEST_FRACTION,
                                     "protocol": {"horizon": s.protocol.clip_len, "num_steps": [cfg.diffusion.num_steps],
-                                                 "rollouts": 2, "clips": 2, "feature_networks": False}},
+                                                 "rollouts": 2, "clips": 2, "feature_networks": False,
+                                                 "decision": decision_protocol(opts.profile)}},
                             gpu_hours=s.hours[history], group=history)
             check_finished(model, cfg)
             setting = {"key": history, "label": ARMS[history], "sampler": cfg.diffusion.sampler,

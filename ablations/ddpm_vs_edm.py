@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ablations.registry import Suite, SuiteOptions
+from ablations.static_decision import decision_protocol
 from ablations.static_data import dataset_dir
 from slurm.launcher import RunSpec
 
@@ -142,7 +143,7 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
                       kwargs={"game": GAME, "num_frames": s.num_frames, "seed": 0, "random_games": s.random_games},
                       gpu_hours=0.0, group="dataset")
     protocol = {"horizon": s.horizon, "num_steps": list(s.num_steps), "rollouts": s.rollouts, "clips": s.clips,
-                "feature_networks": s.feature_networks}
+                "feature_networks": s.feature_networks, "decision": decision_protocol(opts.profile)}
     models = [
         RunSpec(name=model_run_name(arm, seed), run_dir=opts.suite_dir(NAME) / model_run_name(arm, seed),
                 entry="ablations.static_wm:run",

@@ -30,6 +30,7 @@ from diamond.io import (append_jsonl, atomic_write, atomic_write_json, atomic_wr
 from diamond.rundir import locked_run, record_identity, repair_metrics
 from diamond.trainer import resolve_device
 from diamond.registry import build_world_model
+from ablations.static_decision import decision_metrics
 from evaluation.drift import reference_frames
 from evaluation.wm_protocol import (clip_metrics, error_table_times, load_feature_networks, num_parameters,
                                      rollout_vs_real)
@@ -54,6 +55,7 @@ class ProtocolSettings:
     feature_networks: bool = True
     drift_frames: int = 2048  # real training frames the drift measures compare with (evaluation/drift.py); 0: off
     seed: int = 0
+    decision: dict[str, Any] | None = None  # DecisionSettings fields (evaluation/decision_eval.py); None: not measured
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> ProtocolSettings:
@@ -275,6 +277,8 @@ def run(run_dir: str | Path, dataset_dir: str | Path, profile: str = "paper", ov
     start = time.perf_counter()
     evaluation = evaluate(trainer.model, test, settings, run_dir, train)
     eval_time = time.perf_counter() - start
+    decision = decision_metrics(trainer.model, cfg, train, test, n_actions, summary["game"], settings.num_steps,
+                                settings.decision)
     last = read_jsonl(trainer.metrics_path)[-1]
     result = {
         "game": summary["game"], "paradigm": cfg.diffusion.paradigm, "sampler": cfg.diffusion.sampler,
@@ -287,7 +291,7 @@ def run(run_dir: str | Path, dataset_dir: str | Path, profile: str = "paper", ov
                     "test_steps": sum(ep.num_steps for ep in test),
                     "expert_mean_return": summary.get("expert_mean_return"),
                     "random_mean_return": summary.get("random_mean_return")},
-        **evaluation,
+        **evaluation, "decision": decision,
         "train_time_s": trainer.train_time, "eval_time_s": eval_time, "device": str(trainer.device),
     }
     atomic_write_json(result_path, result)

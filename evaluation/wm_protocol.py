@@ -311,3 +311,36 @@ def clip_metrics(world_model: Any, episodes: Iterable[Any], *, num_clips: int, c
         "unavailable": unavailable, "sample_rate_hz": rate, "sample_rate_device": str(_device(world_model)),
         "num_parameters": num_parameters(world_model),
     }
+
+
+class AtSteps:
+    """A world model pinned to n denoising steps and one noise stream: the two-argument `predict_next` that the
+    decision metrics (evaluation/decision.py) call."""
+
+    def __init__(self, world_model: Any, num_steps: int, generator: torch.Generator) -> None:
+        self.world_model, self.num_steps, self.generator = world_model, num_steps, generator
+        self.num_history = world_model.num_history
+        if getattr(world_model, "memory", None) is not None:
+            self.memory = world_model.memory
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        return self.world_model.parameters() if isinstance(self.world_model, nn.Module) else iter(())
+
+    def predict_next(self, obs_hist: torch.Tensor, act_hist: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return self.world_model.predict_next(obs_hist, act_hist, num_steps=self.num_steps, generator=self.generator,
+                                             **kwargs)
+
+
+def decision_fidelity(world_model: Any, setup: Any, reward_model: Any, num_steps_list: Sequence[int],
+                      settings: Any, sampler: str | None = None) -> dict[str, Any]:
+    """Action following, counterfactual fidelity and policy evaluation (evaluation/decision_eval.py) of the model
+    at each n, beside the emulator's ceiling and the action-blind floors, from the same real probes."""
+    from evaluation.decision_eval import references, score, summarise
+
+    scores = references(setup, reward_model)
+    world_model.eval()
+    with _sampler(world_model, sampler):
+        for n in num_steps_list:
+            model = AtSteps(world_model, n, _new_generator(_device(world_model), settings.seed))
+            scores[f"n={n}"] = score(model, reward_model, setup)
+    return summarise(scores, setup, settings)

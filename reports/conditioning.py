@@ -12,6 +12,7 @@ from reports.ablations import (banners, difference_table, error_curves, frames_g
                                metrics_table, resamples_of, runs_section, settings_section, wm_summary, wm_unavailable)
 from reports.builder import Report
 from reports.common import ReportContext, format_hours, read_result
+from reports.decision import decision_section
 from slurm.launcher import RunSpec
 
 PAPER_TABLE6 = pd.DataFrame([  # App. J.4, Table 6: CS:GO and motorway driving, 122M / 184M-parameter models
@@ -78,6 +79,8 @@ def build_conditioning_report(ctx: ReportContext, grid: Sequence[Sequence[RunSpe
     curves = error_curves([(spec, [item]) for spec, item in first_seed], out / "figures" / "errors.png")
     if curves:
         report.figure(curves, caption="Open-loop MSE against real frames per step (band: 95 % CI over rollouts).")
+    decision_section(report, [(f"{arms[s.group]} s{s.kwargs['seed']}", read_result(s.run_dir))
+                              for s in grid[1] if s in done])
     report.heading("Training")
     rows = []
     for spec in grid[1]:

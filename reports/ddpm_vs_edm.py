@@ -18,6 +18,7 @@ import pandas as pd
 from evaluation import plots
 from evaluation.wm_protocol import COPY_SETTING, REAL_SETTING, error_table_times
 from reports.builder import Report
+from reports.decision import decision_section
 from reports.common import (ReportContext, completion_banner, flatten, format_ci, format_hours, profile_banner,
                             read_config, read_result)
 from slurm.launcher import RunSpec
@@ -392,8 +393,9 @@ def build_report(ctx: ReportContext, dataset: RunSpec, arms: Sequence[ArmRuns], 
     if reasons:
         report.paragraph("Not computed: " + "; ".join(sorted(reasons)) + ".")
 
-    report.heading("Training")
     label_of = {s.name: arm.label for arm in arms for s in arm.specs}
+    decision_section(report, [(f"{label_of[name]} s{r['seed']}", r) for name, r in results.items()])
+    report.heading("Training")
     training = pd.DataFrame([{"arm": label_of[name], "seed": r["seed"], "updates": r["train_steps"],
                               "train loss": r["train_loss"], "test loss": r["test_loss"],
                               "train time": format_hours(r["train_time_s"]),

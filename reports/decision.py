@@ -1,0 +1,107 @@
+"""Report section shared by the static world-model studies: is the world model useful for decisions?
+
+Reads the `decision` entry of static runs' result.json (ablations/static_decision.py, evaluation/decision_eval.py):
+action following, counterfactual fidelity and policy evaluation per run and n, with the emulator's ceiling and the
+action-blind floors beside them. A metric whose ceiling does not beat its floors by its margin in every run is
+named and left out (docs/world-model-metrics.md)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import pandas as pd
+
+from reports.builder import Report
+from reports.common import format_ci
+
+METRICS = {  # key -> column title; "action_ratio" rides with "action_accuracy", "cf_mse_final" with "cf_gain"
+    "action_accuracy": "action accuracy", "action_ratio": "÷ ceiling", "cf_gain": "CF error skill",
+    "cf_mse_final": "CF MSE at T", "cf_spread_ratio": "CF spread ratio", "cf_match": "CF match",
+    "policy_tau": "policy Kendall τ"}
+RIDES_WITH = {"action_ratio": "action_accuracy", "cf_mse_final": "cf_gain"}
+EXPLAIN = (
+    "Action accuracy: an inverse-dynamics model trained on the dataset's real transitions names the action class "
+    "behind each imagined next frame, every class asked once per probe state (chance 1 / classes); ÷ ceiling divides "
+    "by the emulator's accuracy on the same states and actions. CF (counterfactual): from each probe, one future per "
+    "held action class, in the model and in the emulator (ALE state cloned and restored); CF error skill = 1 − "
+    "(model's MSE to its real counterfactual) / (copy-last-frame's), 1 for the emulator, 0 for copying; CF spread "
+    "ratio = how far apart the imagined futures are (mean pairwise MSE) over how far apart the real ones are; CF "
+    "match = fraction of imagined futures whose nearest real future is their own (chance 1 / classes). Policy τ: the "
+    "scripted expert at ε ∈ {0, 0.1, 0.3, 0.6, 1} plays each probe in the real game; its actions are replayed open "
+    "loop in the model, R_ψ (trained on the same data) gives expected rewards and ends, and Kendall τ compares the "
+    "family's mean imagined returns with the real ones. [95 % bootstrap CI over probes].")
+
+
+def decision_table(runs: Sequence[tuple[str, dict[str, Any]]], shown: Sequence[str]) -> pd.DataFrame:
+    """One row per run and model setting, then the first run's ceiling and floors (the same probes in every run)."""
+    rows = []
+    references = {r["setting"] for r in runs[0][1]["rows"][:3]}
+    for i, (label, d) in enumerate(runs):
+        for r in d["rows"]:
+            if r["setting"] in references and i > 0:
+                continue
+            name = r["setting"] if r["setting"] in references else f"{label}, {r['setting']}"
+            rows.append({"model": name, **{METRICS[m]: format_ci(r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"])
+                                           for m in shown}})
+    models = [row for row in rows if row["model"] not in references]
+    return pd.DataFrame([*models, *(row for row in rows if row["model"] in references)])
+
+
+def returns_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
+    """Mean return of each policy of the family: real, and inside each model (R_ψ's expected rewards)."""
+    first = pd.DataFrame(runs[0][1]["policy_returns"])
+    real = first.drop_duplicates("policy").set_index("policy")["real"]
+    rows = [{"model": "real game", **real.to_dict()}]
+    references = [r["setting"] for r in runs[0][1]["rows"][:3]]
+    for i, (label, d) in enumerate(runs):
+        table = pd.DataFrame(d["policy_returns"]).pivot(index="setting", columns="policy", values="imagined")
+        for setting in table.index:
+            if setting in references and i > 0:
+                continue
+            name = setting if setting in references else f"{label}, {setting}"
+            rows.append({"model": name, **table.loc[setting].to_dict()})
+    return pd.DataFrame(rows)
+
+
+def _not_separated(runs: Sequence[tuple[str, dict[str, Any]]], metric: str) -> str:
+    d = runs[0][1]
+    by = {r["setting"]: r[metric] for r in d["rows"]}
+    ceiling, floors = d["rows"][0]["setting"], [r["setting"] for r in d["rows"][1:3]]
+    return (f"{METRICS[metric]} (ceiling {by[ceiling]:.3g}, floors " + ", ".join(f"{by[f]:.3g}" for f in floors)
+            + f", margin {d['margins'][metric]:g})")
+
+
+def decision_section(report: Report, runs: Sequence[tuple[str, dict[str, Any]]], level: int = 2) -> None:
+    """The section: what was measured, the metrics that separate ceiling from floor, the policy returns, the cost.
+    `runs`: (label, result.json) of finished static runs; runs without decision metrics are named and skipped."""
+    report.heading("Decision fidelity: action following, counterfactuals, policy evaluation", level)
+    skipped = [f"{label}: {r.get('decision', {}).get('skipped', 'not measured')}" for label, r in runs
+               if "rows" not in r.get("decision", {})]
+    measured = [(label, r["decision"]) for label, r in runs if "rows" in r.get("decision", {})]
+    if skipped:
+        report.paragraph("Not measured — " + "; ".join(skipped) + ".")
+    if not measured:
+        return
+    first = measured[0][1]
+    meanings = first.get("action_meanings")
+    classes = ", ".join("/".join(meanings[a] if meanings else str(a) for a in c) for c in first["classes"])
+    report.paragraph(f"{first['num_probes']} probe states of fresh expert games (held out: another seed), ALE state "
+                     f"cloned at each. Action classes, merged where the emulator's next frames agree in at least "
+                     f"{first['settings']['merge_threshold']:g} of the probes: {classes}. Inverse-dynamics balanced "
+                     f"accuracy on the held-out episodes' real transitions (expert actions): "
+                     f"{first.get('idm_heldout_balanced_accuracy', float('nan')):.3f}. " + EXPLAIN)
+    reported = [m for m in METRICS if m not in RIDES_WITH and all(d["reported"][m] for _, d in measured)]
+    shown = [m for m in METRICS if m in reported or RIDES_WITH.get(m) in reported]
+    dropped = [m for m in METRICS if m not in RIDES_WITH and m not in reported]
+    report.table(decision_table(measured, shown), "decision_metrics", caption="Decision metrics per model and n, "
+                 "then the ceiling (the emulator as a world model) and the floors (copy-last-frame; the emulator "
+                 "fed NOOP whatever the action) on the same probes, with R_ψ of the first run.")
+    if dropped:
+        report.paragraph("Not reported, because the ceiling does not beat both floors by the margin in every run: "
+                         + "; ".join(_not_separated(measured, m) for m in dropped) + ".")
+    report.table(returns_table(measured), "policy_returns", caption=f"Mean return over the probes, "
+                 f"{first['settings']['policy_horizon']} steps, up to the first life loss (reward signs): real, and "
+                 "imagined with R_ψ's expected rewards and survival.", float_fmt="{:.2f}")
+    costs = "; ".join(f"{label}: " + ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in d["cost_cpu_s"].items())
+                      + f" (total {sum(d['cost_cpu_s'].values()) / 60:.1f} min)" for label, d in measured)
+    report.paragraph(f"Cost per run, CPU seconds of the run's process: {costs}.")
