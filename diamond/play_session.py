@@ -26,7 +26,7 @@ from diamond.world_model import burn_in
 KEYS = ("up", "down", "left", "right", "fire")  # what the page sends: arrows / WASD and Space
 MAX_STEPS = 50  # denoising steps the page may ask for
 WARMUP_MAX = 60  # a new context starts after 0..60 random real steps past the first L frames, so contexts differ
-_MODEL_LOCK = threading.Lock()  # pages share one agent; a step sets the sampler and samples under this lock
+_MODEL_LOCK = threading.Lock()  # pages share one agent; a step sets its sampler, samples, restores it
 
 
 def action_for_keys(meanings: list[str], keys: set[str]) -> int:
@@ -137,10 +137,15 @@ class PlaySession:
         self.hist_act[:, -1] = action  # the new action beside the newest frame (world_model.imagine)
         wm = self.agent.world_model
         with _MODEL_LOCK:
+            loaded = getattr(wm, "sampler", None)
             if self.sampler is not None:
                 wm.sampler = self.sampler
-            nxt = wm.predict_next(self.hist_obs, self.hist_act, self.num_steps, generator=self.generator,
-                                  state=self.memory)
+            try:
+                nxt = wm.predict_next(self.hist_obs, self.hist_act, self.num_steps, generator=self.generator,
+                                      state=self.memory)
+            finally:  # the shared model keeps the sampler it was loaded with
+                if self.sampler is not None:
+                    wm.sampler = loaded
             rl, el, self.re_state = self.agent.reward_end(self.hist_obs[:, -1:], self.hist_act[:, -1:], nxt[:, None],
                                                           self.re_state)
             self.memory = wm.memory(self.hist_obs[:, :1], self.hist_act[:, :1], self.memory)  # leaves the window

@@ -126,6 +126,43 @@ def test_imagined_step_has_imagines_action_alignment_and_the_mse_is_of_the_two_f
     assert frame_mse(imagined, imagined) == 0.0
 
 
+def test_steps_and_sampler_reach_the_world_model_and_bad_values_are_refused(player: Player) -> None:
+    session = PlaySession(player.agent, player.cfg, player.device)
+    wm = player.agent.world_model
+    calls: list[tuple[int, str]] = []
+    original = wm.predict_next
+
+    def spy(obs: torch.Tensor, act: torch.Tensor, num_steps: int, **kwargs: Any) -> torch.Tensor:
+        calls.append((num_steps, wm.sampler))
+        return original(obs, act, num_steps, **kwargs)
+
+    assert session.samplers == list(wm.paradigm.supported_samplers) and session.sampler == player.cfg.diffusion.sampler
+    wm.predict_next = spy
+    try:
+        session.restart(0)
+        session.configure(5, "heun")
+        frame = session.step(RIGHT)
+        with pytest.raises(ValueError, match="denoising steps"):
+            session.configure(0, "heun")
+        with pytest.raises(ValueError, match="ddim"):  # a DDPM sampler under the EDM paradigm
+            session.configure(3, "ddim")
+    finally:
+        del wm.predict_next
+        session.close()
+    assert calls == [(5, "heun")] and frame["num_steps"] == 5 and frame["sampler"] == "heun"
+    assert wm.sampler == player.cfg.diffusion.sampler  # other pages still get the loaded sampler
+
+
+def test_without_the_play_extra_the_command_says_what_to_install(monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    rc, err = _error(["--run", "x"], capsys)
+    assert rc == 1 and "uvicorn not installed" in err and ".[play]" in err
+
+
 def _decode_png(data_url: str) -> np.ndarray:
     import base64
 
@@ -281,6 +318,7 @@ def _wait(condition: Any, what: str, timeout: float = 120.0) -> None:  # generou
 def test_a_browser_plays_the_page(page: tuple[Any, str], tmp_path: Path) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
 
     browser, url = page
     browser.get(url)
@@ -330,5 +368,12 @@ def test_a_browser_plays_the_page(page: tuple[Any, str], tmp_path: Path) -> None
     _wait(lambda: "paused" in _text(browser, "status"), "pause")
     assert _text(browser, "imagined-step") == _text(browser, "real-step") and _text(browser, "by") == "policy"
     assert float(_text(browser, "fps")) > 0
+    steps = browser.find_element("id", "num-steps")
+    steps.clear()
+    steps.send_keys("2", Keys.TAB)
+    Select(browser.find_element("id", "sampler")).select_by_value("heun")
+    browser.execute_script("document.activeElement.blur()")
+    step_with("n")
+    assert _text(browser, "sampling") == "2 heun denoising steps"
     shot = tmp_path / "play.png"
     assert browser.save_screenshot(str(shot)) and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -65,6 +65,7 @@ function onFrame(msg) {
   $("mse").textContent = msg.mse.toFixed(4);
   $("action").textContent = msg.meaning === null ? "–" : msg.meaning;
   $("by").textContent = msg.by;
+  $("sampling").textContent = `${msg.num_steps} ${msg.sampler ? msg.sampler + " " : ""}denoising steps`;
   if (msg.t === 0) errors.length = 0; else errors.push(msg.mse);
   $("mse-mean").textContent = errors.length ? (errors.reduce((a, b) => a + b, 0) / errors.length).toFixed(4) : "0";
   drawChart();
