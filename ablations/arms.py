@@ -38,7 +38,8 @@ from diamond.diffusion.samplers import nfe
 from diamond.envs import make_env, num_actions
 from diamond.io import CorruptFileError, atomic_write, atomic_write_json, atomic_write_text, read_json, read_yaml
 from diamond.trainer import resolve_device
-from diamond.world_model import WorldModel, build_world_model
+from diamond.registry import build_world_model
+from diamond.world_model import WorldModel
 from evaluation.compare import clip_resamples, frechet_replicates
 from evaluation.video import extract_features, frechet_distance, lpips_per_pair
 from evaluation.wm_protocol import (COPY_SETTING, generate, join_life_losses, load_feature_networks, num_parameters,
