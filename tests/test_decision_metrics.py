@@ -170,3 +170,58 @@ def test_action_merge_labels_follow_the_classes():
     merge = ActionMerge(((0, 3), (1,), (2,)), np.eye(4))
     np.testing.assert_array_equal(merge.labels(np.array([0, 1, 2, 3])), [0, 1, 2, 0])
     np.testing.assert_array_equal(merge.representatives, [0, 1, 2])
+
+
+# ------------------------------------------------------------------------------------------ summary and report
+
+
+def _synthetic_summary(real_returns_per_policy: np.ndarray):
+    """summarise() over hand-made scores: a perfect ceiling, blind floors, a half-way model; K=6, S=3, T=2."""
+    from evaluation.decision_eval import CEILING, FLOORS, DecisionSetup, Scores, summarise
+    from evaluation.emulator_wm import Probes
+
+    k, s, t, p = 6, 3, 2, len(real_returns_per_policy)
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 255, (k, s, t, 3, 4, 4)).astype(np.uint8)
+    setup = DecisionSetup(probes=Probes("Breakout", np.zeros((k, L, 3, 4, 4), np.uint8), np.zeros((k, L), np.int64),
+                                        [None] * k),
+                          merge=ActionMerge(((0, 1), (2,), (3,)), np.eye(4)), idm=None,
+                          policy_names=tuple(f"p{i}" for i in range(p)), sequences=np.zeros((s, t), np.int64),
+                          real_futures=real, policy_actions=np.zeros((k, p, 20), np.int64),
+                          real_returns=np.tile(real_returns_per_policy, (k, 1)).astype(float), emulator=None)
+    spread = counterfactual_spread(real)
+    blind = Scores(action=np.tile([1.0, 0.0, 0.0], (k, 1)), cf_error=np.full((k, s, t), 0.1),
+                   cf_spread=np.zeros((k, t)), cf_match=np.full((k, s), 1 / 3), returns=np.zeros((k, p)))
+    scores = {CEILING: Scores(np.ones((k, 3)), np.zeros((k, s, t)), spread, np.ones((k, s)), setup.real_returns),
+              FLOORS[0]: blind, FLOORS[1]: blind,
+              "n=1": Scores(np.tile([1.0, 1.0, 0.0], (k, 1)), np.full((k, s, t), 0.05), spread / 2,
+                            np.full((k, s), 2 / 3), setup.real_returns[:, ::-1].copy())}
+    return summarise(scores, setup, DecisionSettings(bootstrap=50))
+
+
+def test_summary_marks_what_separates_and_computes_each_number():
+    out = _synthetic_summary(np.arange(5.0))
+    by = {r["setting"]: r for r in out["rows"]}
+    assert by["n=1"]["action_accuracy"] == pytest.approx(2 / 3) and by["n=1"]["action_ratio"] == pytest.approx(2 / 3)
+    assert by["n=1"]["cf_gain"] == pytest.approx(0.5) and by["n=1"]["cf_spread_ratio"] == pytest.approx(0.5)
+    assert by["n=1"]["policy_tau"] == pytest.approx(-1.0) and by["emulator (ceiling)"]["policy_tau"] == pytest.approx(1.0)
+    assert by["n=1"]["cf_match_ci_low"] <= by["n=1"]["cf_match"] <= by["n=1"]["cf_match_ci_high"]
+    assert all(out["reported"].values())
+    flat = _synthetic_summary(np.ones(5))  # every policy really returns the same: τ has no ceiling
+    assert flat["reported"]["policy_tau"] is False and flat["reported"]["action_accuracy"] is True
+
+
+def test_report_section_leaves_out_metrics_that_do_not_separate(tmp_path):
+    from reports.builder import Report
+    from reports.decision import decision_section
+
+    result = {"seed": 0, "decision": {**_synthetic_summary(np.ones(5)), "action_meanings": list(MEANINGS),
+                                      "idm_heldout_balanced_accuracy": 0.9, "cost_cpu_s": {"scoring": 12.0}}}
+    report = Report("t", tmp_path)
+    decision_section(report, [("EDM s0", result), ("DDPM s0", {"decision": {"skipped": "not asked"}})])
+    md, _ = report.write()
+    text = md.read_text()
+    table = (tmp_path / "tables" / "decision_metrics.csv").read_text()
+    assert "action accuracy" in table and "Kendall" not in table
+    assert "Not reported" in text and "policy Kendall τ (ceiling 0" in text
+    assert "DDPM s0: not asked" in text and "NOOP/FIRE, RIGHT, LEFT" in text
