@@ -47,10 +47,15 @@ class AtariPreprocess(gym.Wrapper):
 
     info of every step: `raw_reward`, `life_loss`, `game_over` (emulator terminal), `lives`,
     `episode_frame_number` (raw frames since the emulator reset).
+
+    `pool_first_frame`: the first observation of a game is the max of the last two raw frames (of the no-ops),
+    like every later one; False gives the released code's, the last raw frame alone (it pools with a zeroed
+    second buffer).
     """
 
     def __init__(
-        self, env: gym.Env, *, train: bool, seed: int | None, size: int, frameskip: int, noop_max: int
+        self, env: gym.Env, *, train: bool, seed: int | None, size: int, frameskip: int, noop_max: int,
+        pool_first_frame: bool = True,
     ) -> None:
         super().__init__(env)
         if frameskip < 1 or noop_max < 0 or size < 1:
@@ -63,6 +68,7 @@ class AtariPreprocess(gym.Wrapper):
         self.size = size
         self.frameskip = frameskip
         self.noop_max = noop_max
+        self.pool_first_frame = pool_first_frame
         self._seed = seed
         self._continue_game = False  # True only right after a life-loss termination that was not a game over
         self._lives = 0
@@ -88,6 +94,8 @@ class AtariPreprocess(gym.Wrapper):
             self._prev_frame, self._frame = self._frame, frame
             if terminated or truncated:  # vanishingly rare: the game ended during the no-ops
                 self._frame = self._prev_frame = self.env.reset()[0]
+        if not self.pool_first_frame:
+            self._prev_frame = self._frame
         self._lives = self.ale.lives()
         self._last_obs = self._observation()
         return self._last_obs.copy(), self._info(0.0, life_loss=False, game_over=False)
@@ -122,11 +130,12 @@ class AtariPreprocess(gym.Wrapper):
 
 def make_env(
     game: str, *, train: bool, seed: int | None = None, size: int = 64, frameskip: int = 4, noop_max: int = 30,
-    max_episode_frames: int = 108_000,
+    max_episode_frames: int = 108_000, pool_first_frame: bool = True,
 ) -> AtariPreprocess:
     """One Atari env under the Atari 100k protocol; `train=True` ends an episode at every life loss.
 
-    The emulator itself truncates a game at `max_episode_frames` raw frames (no-ops included).
+    The emulator itself truncates a game at `max_episode_frames` raw frames (no-ops included); for
+    `pool_first_frame` see AtariPreprocess.
     """
     if max_episode_frames < 1:
         raise ValueError(f"max_episode_frames must be >= 1, got {max_episode_frames}.")
@@ -142,7 +151,8 @@ def make_env(
             f"{env_id} was created with repeat_action_probability={sticky} and frameskip={ale_env._frameskip}; "
             "the Atari 100k protocol needs 0 and 1 (our wrapper does the frameskip)."
         )
-    return AtariPreprocess(inner, train=train, seed=seed, size=size, frameskip=frameskip, noop_max=noop_max)
+    return AtariPreprocess(inner, train=train, seed=seed, size=size, frameskip=frameskip, noop_max=noop_max,
+                           pool_first_frame=pool_first_frame)
 
 
 @lru_cache(maxsize=None)

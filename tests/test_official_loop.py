@@ -221,3 +221,24 @@ def test_segments_each_learner_gets_match_the_released_batch_samplers(tmp_path) 
             assert masks[0][1][:2] == (3, int(sched["seq_length"][i]))  # refill contexts: L frames each
     assert cfg.training.imagination_horizon == int(sched["horizon"]) == int(sched["backup_every"])
     assert cfg.training.burn_in == L == int(sched["seq_length"][2])
+
+
+def test_first_frame_switch_gives_the_released_unpooled_first_frame() -> None:
+    """Released: a game's first observation is its last raw frame alone; ours pools the last two (no-op) frames
+    like every later frame, unless pool_first_frame=False. Later frames are pooled in both."""
+    import cv2
+
+    from diamond.envs import make_env
+
+    differs = False
+    for seed in range(3):
+        released_like = make_env("MsPacman", train=True, seed=seed, pool_first_frame=False)
+        ours = make_env("MsPacman", train=True, seed=seed)
+        first, _ = released_like.reset()
+        raw = released_like.unwrapped.ale.getScreenRGB()
+        assert np.array_equal(first, cv2.resize(raw, (64, 64), interpolation=cv2.INTER_AREA).transpose(2, 0, 1))
+        pooled, _ = ours.reset()
+        differs |= not np.array_equal(first, pooled)
+        assert np.array_equal(released_like.step(0)[0], ours.step(0)[0])  # same emulator, pooled from then on
+        released_like.close(), ours.close()
+    assert differs  # MsPacman flickers: the pooled first frame is not the last raw frame
