@@ -155,11 +155,11 @@ class Trainer:
         return obs, seg.act
 
     def train_phase(self, name: str, steps: int) -> dict[str, float]:
-        t, d = self.cfg.training, self.cfg.diffusion
+        t = self.cfg.training
         logs: list[dict[str, float]] = []
         for _ in tqdm(range(steps), desc=f"epoch {self.epoch + 1} {name}", leave=False, dynamic_ncols=True):
             if name == "denoiser":
-                obs, seg = self._segments(d.num_history + d.train_chain, "left")
+                obs, seg = self._segments(self.agent.world_model.segment_length, "left")  # the model says how long
                 logs.append(self.learner.update_denoiser(obs, seg.act, seg.mask))
             elif name == "reward_end":
                 obs, seg = self._segments(t.reward_end_seq_len + 1, "both")
