@@ -8,13 +8,14 @@ is not started while its input is unfinished, and is reported as blocked.
 A run folder that another process holds (diamond/rundir.py's lock) is "running elsewhere": it is left alone,
 not counted as failed. A finished run whose result.json cannot be read is failed, named, and the rest go on.
 Exit status: 0 all runs done and the report written, 1 a run failed or was blocked or the report could not
-be built, 2 a usage error, 75 nothing failed but some runs are still running elsewhere, 130 interrupted
-(see diamond/cli.py; --debug shows tracebacks).
+be built, 2 a usage error, 74 the operating system refused a write, 75 nothing failed but some runs are still
+running elsewhere, 130 interrupted (the README's table; diamond/cli.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -22,14 +23,15 @@ from pathlib import Path
 from typing import Any, Iterator, NoReturn
 
 from ablations.registry import SUITE_MODULES, Suite, SuiteOptions, get_suite
-from diamond.cli import run_cli
-from diamond.config import PROFILES
-from diamond.errors import UsageError
+from diamond.cli import DEBUG_HELP, run_cli
+from diamond.config import PROFILES, build_config
+from diamond.errors import KnownError, OSRefusedError, UsageError
 from diamond.io import CorruptFileError
 from diamond.rundir import lock_holder
 from evaluation.atari import check_game
 from reports.common import read_result
-from slurm.executors import EXECUTOR_KINDS, resolve_kind
+from diamond.train import PROFILE_HELP
+from slurm.executors import EXECUTOR_KINDS, resolve_kind, slurm_reachable
 from slurm.launcher import ClusterConfig, RunSpec, dry_run_table, launch, load_cluster_config, run_status
 
 REPO = Path(__file__).resolve().parent
@@ -53,10 +55,13 @@ examples:
 Runs are written to <out>/<suite>/<profile>/<run>/, job logs to <out>/<suite>/<profile>/logs/, the report
 to <report-dir>/<suite>/report.md and report.pdf. Re-running a command skips finished runs and resumes
 interrupted ones from their last checkpoint.
+
+{DEBUG_HELP} Exit statuses: see the module docstring of run_suite.py and the README.
 """
 
 
 EXIT_RUNNING_ELSEWHERE = 75
+MAX_SEEDS = 100  # --seeds per game: the grid is built (and printed) whole, so a flag must not ask for billions
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,14 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", required=True, choices=list(SUITE_MODULES), metavar="SUITE",
                    help=f"which suite to run: {', '.join(SUITE_MODULES)}")
     p.add_argument("--profile", default="paper", choices=list(PROFILES),
-                   help="paper = the paper's settings (Tables 2-3); small = a short schedule for one GPU; "
-                        "smoke = tiny networks, about a minute per run on a CPU (default: paper)")
+                   help=f"{PROFILE_HELP} (default: paper). A Slurm job asks for one GPU, none for smoke and cpu, "
+                        "unless the --cluster file sets gpus_per_node")
     p.add_argument("--executor", default="auto", choices=list(EXECUTOR_KINDS),
                    help="auto = slurm when `sbatch` is on PATH and a controller answers `sinfo`, else local; "
                         "local = subprocesses on this machine (one per visible GPU); debug = in this process, one "
                         "after the other (default: auto)")
     p.add_argument("--games", nargs="+", metavar="GAME", help="run only these games (default: the suite's games)")
-    p.add_argument("--seeds", type=int, metavar="N", help="seeds 0..N-1 per game (default: the suite's number)")
+    p.add_argument("--seeds", type=int, metavar="N",
+                   help=f"seeds 0..N-1 per game, N <= {MAX_SEEDS} (default: the suite's number)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="root of the run folders (default: runs/)")
     p.add_argument("--report-dir", type=Path, default=Path("reports"),
                    help="root of the reports; the report goes to <report-dir>/<suite>/ (default: reports/)")
@@ -107,30 +113,34 @@ def load_suite(name: str) -> Suite:
 def suite_options(args: argparse.Namespace) -> SuiteOptions:
     """Validate the grid options (games, seeds, overrides) and pack them for the suite."""
     try:
-        games = tuple(check_game(g) for g in args.games) if args.games else None
+        games = tuple(dict.fromkeys(check_game(g) for g in args.games)) if args.games else None  # each game once
     except ValueError as e:
         raise UsageError(str(e)) from e
-    if args.seeds is not None and args.seeds < 1:
-        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.seeds is not None and not 1 <= args.seeds <= MAX_SEEDS:
+        raise UsageError(f"--seeds must be between 1 and {MAX_SEEDS} (seeds per game), got {args.seeds}")
     if args.max_parallel is not None and args.max_parallel < 1:
         raise UsageError(f"--max-parallel must be >= 1, got {args.max_parallel}")
     for item in args.overrides:
         key, sep, _ = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--set {item!r} is not of the form section.field=value")
+    build_config(args.profile, list(args.overrides))  # a bad --set is this command's error, not every run's
     return SuiteOptions(profile=args.profile, out=args.out, games=games, seeds=args.seeds,
                         overrides=tuple(args.overrides), report_root=args.report_dir)
 
 
-def cluster_config(path: Path | None) -> ClusterConfig | None:
-    """--cluster, else slurm/cluster.yaml when it exists, else the built-in defaults."""
+def cluster_config(path: Path | None, opts: SuiteOptions) -> ClusterConfig:
+    """--cluster, else slurm/cluster.yaml when it exists, else the built-in defaults; a GPU per job unless the
+    profile runs on the CPU (smoke, cpu), where the file does not set gpus_per_node itself."""
     chosen = path or (DEFAULT_CLUSTER if DEFAULT_CLUSTER.is_file() else None)
-    if chosen is None:
-        return None
     try:
-        return load_cluster_config(chosen)
+        cluster = load_cluster_config(chosen) if chosen else ClusterConfig()
     except (FileNotFoundError, ValueError, CorruptFileError) as e:
         raise UsageError(str(e)) from e
+    if cluster.gpus_per_node is None:
+        on_cpu = build_config(opts.profile, list(opts.overrides)).perf.device == "cpu"
+        cluster = dataclasses.replace(cluster, gpus_per_node=0 if on_cpu else 1)
+    return cluster
 
 
 def _paths(value: Any) -> Iterator[Path]:
@@ -161,15 +171,19 @@ def check_folder(flag: str, path: Path) -> None:
             pass
         (path / f".write-test-{os.getpid()}").unlink()
     except OSError as e:
-        raise UsageError(f"{flag} {path} is not writable ({e.strerror}); choose another {flag}") from e
+        raise OSRefusedError(f"{flag} {path} is not writable ({e.strerror}); choose another {flag}") from e
 
 
 def check_executor(executor: str) -> str:
-    """The executor that will run; Slurm is refused in one sentence when this machine has no Slurm."""
+    """The executor that will run; Slurm is refused in one sentence when this machine has no Slurm, or its
+    controller does not answer."""
     kind = resolve_kind(executor)
     if kind == "slurm" and shutil.which("sbatch") is None:
         raise UsageError("--executor slurm: Slurm is not installed here (no sbatch on PATH); use --executor "
                          "local, or launch from the cluster's login node")
+    if kind == "slurm" and executor == "slurm" and not slurm_reachable():
+        raise KnownError("--executor slurm: the Slurm controller does not answer `sinfo` from this machine, so "
+                         "nothing was submitted; check that slurmctld is up, or use --executor local")
     return kind
 
 
@@ -217,7 +231,7 @@ def dry_run(suite: Suite, stages: list[list[RunSpec]], opts: SuiteOptions, execu
 
 
 def run_stages(stages: list[list[RunSpec]], args: argparse.Namespace, opts: SuiteOptions, suite: Suite,
-               cluster: ClusterConfig | None) -> tuple[bool, bool]:
+               cluster: ClusterConfig) -> tuple[bool, bool]:
     """Launch the stages in order; (every run done or running elsewhere, some run is running elsewhere)."""
     log_dir = opts.suite_dir(suite.name) / "logs"
     logs: dict[str, Path] = {}
@@ -239,9 +253,8 @@ def run_stages(stages: list[list[RunSpec]], args: argparse.Namespace, opts: Suit
                         cluster=cluster, max_parallel=args.max_parallel)
         # a folder locked after the check above (a race with another launch) is running elsewhere too
         elsewhere.update({name: "another process" for name, _ in report.elsewhere})
+        report.corrupt = [(s.name, corrupt[s.name]) for s in stage if s.name in corrupt]
         print(report.summary())
-        for name in (s.name for s in stage if s.name in corrupt):
-            print(f"  FAILED {name}: {corrupt[name]}")
         for name, holder in elsewhere.items():
             print(f"  RUNNING ELSEWHERE {name}: its folder is held by {holder}; not started here. Re-run this "
                   "command when it has finished")
@@ -270,7 +283,7 @@ def _main(argv: list[str]) -> int:
     try:
         suite = load_suite(args.suite)
         opts = suite_options(args)
-        cluster = cluster_config(args.cluster)
+        cluster = cluster_config(args.cluster, opts)
         if args.out.exists() and not args.out.is_dir():
             raise UsageError(f"--out {args.out} is a file, not a folder; choose another --out")
         stages = suite.stages(opts)

@@ -9,8 +9,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from ablations.registry import Suite, SuiteOptions
-from diamond.config import PROFILES, Config, build_config, config_hash
+from diamond.config import PROFILES, Config, build_config, config_hash, to_dict
 from diamond.io import CorruptFileError, read_json
+from diamond.rundir import check_identity
 from evaluation.atari import GAMES, check_game
 from slurm.launcher import RunSpec
 
@@ -59,10 +60,9 @@ def check_finished(spec: RunSpec, cfg: Config) -> None:
         return  # run_suite.py marks the run failed, naming the file, and the others go on
     if not isinstance(result, dict) or "config_hash" not in result:
         return
-    if result["config_hash"] != config_hash(cfg):
-        raise ValueError(f"run {spec.name} in {spec.run_dir} finished with other settings (config hash "
-                         f"{result['config_hash']} != {config_hash(cfg)} requested); pass the same --set "
-                         "options as before, or another --out")
+    # names what differs: the game, seed or profile, else the changed config keys (their values on disk and now)
+    check_identity(spec.run_dir, {"game": cfg.env.game, "seed": cfg.seed, "profile": cfg.profile,
+                                  "config_hash": config_hash(cfg)}, to_dict(cfg))
 
 
 def stages(opts: SuiteOptions) -> list[list[RunSpec]]:

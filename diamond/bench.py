@@ -135,8 +135,8 @@ def count_flops(cfg: Config, n_actions: int) -> dict[str, int]:
     torch.manual_seed(0)
     agent = build_agent(cfg, n_actions)
     learner = Learner(agent, cfg)
-    t, d, s = cfg.training, cfg.diffusion, cfg.env.size
-    n_den, n_re = d.num_history + d.train_chain, t.reward_end_seq_len + 1
+    t, s = cfg.training, cfg.env.size
+    n_den, n_re = agent.world_model.segment_length, t.reward_end_seq_len + 1
 
     def batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.rand(1, n, 3, s, s) * 2 - 1, torch.randint(0, n_actions, (1, n))
@@ -185,7 +185,7 @@ def workload(cfg: Config, batch: int, collect_steps: int, workdir: Path) -> Work
     start = time.perf_counter()
     trainer.collect(max(collect_steps, 4 * t.reward_end_seq_len), uniform=True, desc="bench: uniform collection")
     uniform_s = (time.perf_counter() - start) / trainer.replay.num_steps
-    seq = {"denoiser": run_cfg.diffusion.num_history + run_cfg.diffusion.train_chain,
+    seq = {"denoiser": agent.world_model.segment_length,
            "reward_end": t.reward_end_seq_len + 1, "actor_critic": t.burn_in}
     batches = {name: trainer._segments(seq[name], pad) for name, pad in PHASES.items()}
     (o_d, s_d), (o_r, s_r), (obs, seg) = batches["denoiser"], batches["reward_end"], batches["actor_critic"]
@@ -396,9 +396,15 @@ def run_benchmark(cfg: Config, args: argparse.Namespace) -> tuple[dict[str, Any]
 def main(argv: list[str] | None = None) -> int:
     from diamond.ladder import LADDER, run_ladder  # the ladder module builds on this one
 
-    parser = argparse.ArgumentParser(prog="python -m diamond.bench", description=__doc__.splitlines()[0],
-                                     epilog="Overrides are dotted config keys, e.g. perf.bf16=true perf.device=cuda.")
-    parser.add_argument("--profile", default="paper", choices=list(PROFILES), help="networks and schedule (paper)")
+    from diamond.cli import DEBUG_HELP
+    from diamond.train import PROFILE_HELP, check_device
+
+    parser = argparse.ArgumentParser(prog="python -m diamond.bench",
+                                     description=" ".join(__doc__.split("\n\n")[0].split()),
+                                     epilog="Overrides are dotted config keys, e.g. perf.bf16=true perf.device=cuda. "
+                                            f"{DEBUG_HELP} Exit statuses: see the README.")
+    parser.add_argument("--profile", default="paper", choices=list(PROFILES),
+                        help=f"networks and schedule to measure (default paper): {PROFILE_HELP}")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="batch to measure at (default: the profile's); per-call times are extrapolated "
                              "linearly to the profile's batch, for slow CPUs")
@@ -419,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"need --warmup >= 0, --repeats >= 1, --collect-steps >= 1 and --batch-size >= 1, got "
                              f"{args.warmup}, {args.repeats}, {args.collect_steps}, {args.batch_size}")
         cfg = build_config(args.profile, {**parse_overrides(args.overrides), "env.game": args.game})
+        check_device(cfg)
         report, text = (run_ladder if args.ladder else run_benchmark)(cfg, args)
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -43,6 +43,9 @@ def load_checkpoint(path: Path, config_hash: str, device: torch.device) -> dict[
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
         raise CorruptFileError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(e).__name__}); move "
                                "the run folder away to start the run again, or restore the file") from e
+    if not isinstance(state, dict):
+        raise CorruptFileError(f"{path}: holds a {type(state).__name__}, not a checkpoint; move the run folder away "
+                               "to start the run again, or restore the file")
     if state.get("config_hash") != config_hash:
         raise CorruptFileError(f"{path}: checkpoint was written by a different config; use another run folder")
     return state

@@ -7,18 +7,11 @@ Usage, at the bottom of a CLI module:
         raise SystemExit(run_cli("python -m diamond.train", main))
 
 `run_cli(prog, main, argv=None)` calls `main(argv)` (argv defaults to sys.argv[1:], with `--debug` removed)
-and turns every failure a user can act on into one line on stderr, without a traceback:
-
-    exit 0    success
-    exit 1    a known error (`diamond.errors.KnownError`: a bad file, a refused run folder, a failed run)
-    exit 2    a usage error (a bad flag or value; also argparse's own errors)
-    exit 74   the operating system refused a read or write (disk full, permission denied): the file is named
-    exit 75   the run folder is locked by another process (`RunLockedError`): it is running elsewhere
-    exit 130  interrupted (Ctrl-C or SIGTERM): the message repeats the command, which resumes the run
-
-A known error prints `<prog>: error: <message>` and exits with the error's `exit_code`. Anything else is a
-bug and keeps its traceback. `--debug` anywhere on the command line, or DIAMOND_DEBUG=1 in the environment,
-re-raises every error with its traceback.
+and turns every failure a user can act on into one line on stderr, without a traceback, and an exit status
+from EXIT_STATUSES (the README's table is tested against it): a known error (`diamond.errors.KnownError`)
+prints `<prog>: error: <message>` and exits with the error's `exit_code`. Anything else is a bug and keeps
+its traceback. `--debug` anywhere on the command line, or DIAMOND_DEBUG=1 in the environment, prints the
+traceback of every error too, and keeps the exit status.
 """
 
 from __future__ import annotations
@@ -29,13 +22,33 @@ import shlex
 import signal
 import sys
 import threading
+import traceback
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from diamond.errors import KnownError
+from diamond.errors import KnownError, OSRefusedError, RunLockedError, UsageError
 
-EXIT_OS_ERROR = 74
+EXIT_OS_ERROR = OSRefusedError.exit_code
 EXIT_INTERRUPTED = 130
+DEBUG_HELP = "--debug (or DIAMOND_DEBUG=1) also prints the traceback of an error; the exit status stays the same."
+
+# Every exit status of every CLI, from the error classes that produce them (README's table: tests/test_cli_errors.py).
+EXIT_STATUSES: dict[int, str] = {
+    0: "success",
+    KnownError.exit_code: "a known error: a bad or corrupt file, a refused run folder, a failed or blocked run, "
+                          "a report that could not be built",
+    UsageError.exit_code: "a usage error: a bad flag, config value or combination (`ConfigError`), or argparse's",
+    EXIT_OS_ERROR: "the operating system refused a read or write (permission denied, disk full): the file is named",
+    RunLockedError.exit_code: "the run folder is held by another live process (run_suite.py: nothing failed, but "
+                              "some runs are still running elsewhere)",
+    EXIT_INTERRUPTED: "interrupted by Ctrl-C or SIGTERM: the message repeats the command, which resumes",
+}
+
+
+def exit_status_table() -> str:
+    """EXIT_STATUSES as the README's markdown table."""
+    rows = [f"| {code} | {what} |" for code, what in EXIT_STATUSES.items()]
+    return "\n".join(["| exit | meaning |", "|---|---|", *rows])
 
 _OS_HINTS = {
     errno.ENOSPC: "the disk is full: free space, then run the same command to resume",
@@ -87,18 +100,20 @@ def run_cli(prog: str, main: Callable[[list[str]], int], argv: list[str] | None 
         with sigterm_as_interrupt():
             return main(args)
     except KnownError as e:
-        if debug:
-            raise
+        _traceback_if(debug)
         print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, whatever the message
         return e.exit_code
     except KeyboardInterrupt:
-        if debug:
-            raise
+        _traceback_if(debug)
         print(f"\n{prog}: interrupted; run the same command to resume: {prog} {shlex.join(args)}".rstrip(),
               file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as e:
-        if debug:
-            raise
+        _traceback_if(debug)
         print(f"{prog}: error: {os_error_message(e)} (--debug shows the traceback)", file=sys.stderr)
         return EXIT_OS_ERROR
+
+
+def _traceback_if(debug: bool) -> None:
+    if debug:
+        traceback.print_exc()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -12,7 +13,9 @@ from typing import Any, Mapping
 import yaml
 
 from diamond.diffusion.paradigms import DDPMConfig, EDMConfig
-from diamond.errors import KnownError
+from diamond.errors import ConfigError
+from diamond.fields import (Bool, Choice, Float, Int, Keywords, Optional, Rule, Seq, Text, check_device, check_game,
+                            history_kwargs, registry_names)
 
 
 @dataclass
@@ -281,11 +284,79 @@ GAME_OVERRIDES: dict[str, dict[str, Any]] = {
     "Freeway": {"training.collect_temperature": 0.01},
 }
 
+MAX_SEED = 10**9  # env seeds add up to 10_000 + episode index; the emulator takes 31-bit seeds
+_CHANNELS, _DEPTHS = Seq(Int(1, 1024)), Seq(Int(1, 16))
+_RESIDUAL = Choice(registry_names("diamond.nets.blocks", "ATTENTION_RESIDUALS"))
+_STEPS = Int(0, 10**7)  # gradient steps of one component in one epoch
+_POSITIVE = Float(0.0, 1e4, lo_open=True)
 
-class ConfigError(KnownError, ValueError):
-    """An invalid configuration value or combination (a usage error: exit status 2)."""
-
-    exit_code = 2
+# Every field of every config dataclass: its type and valid range (diamond/fields.py). A field without an
+# entry cannot be set, and tests/test_config.py fails: a new field comes with its rule.
+FIELD_RULES: dict[type, dict[str, Rule]] = {
+    EnvConfig: {
+        "game": Text(check_game, "an ALE game name such as Breakout", "Breakot"),
+        "size": Int(8, 256), "frameskip": Int(1, 32), "noop_max": Int(0, 1000),
+        "max_episode_frames": Int(1, 10**7), "eval_max_episode_frames": Int(1, 10**7),
+    },
+    DiffusionConfig: {
+        "paradigm": Choice(registry_names("diamond.diffusion.paradigms", "PARADIGMS")),
+        "sampler": Choice(registry_names("diamond.diffusion.samplers", "SAMPLERS")),
+        "num_steps": Int(1, 1000),
+        "history": Choice(registry_names("diamond.nets.history", "HISTORY_CONDITIONINGS")),
+        "num_history": Int(1, 64), "train_chain": Int(1, 64),
+    },
+    EDMConfig: {
+        "sigma_data": _POSITIVE, "p_mean": Float(-20.0, 20.0), "p_std": _POSITIVE,
+        "train_sigma_min": _POSITIVE, "train_sigma_max": _POSITIVE, "sigma_offset_noise": Float(0.0, 100.0),
+        "sigma_min": _POSITIVE, "sigma_max": _POSITIVE, "rho": _POSITIVE, "init_noise_scale": _POSITIVE,
+        "quantize": Bool(), "s_churn": Float(0.0, 1e4), "s_tmin": Float(0.0, 1e4), "s_tmax": Float(0.0, 1e4),
+        "s_noise": _POSITIVE, "eta": Float(0.0, 100.0),
+    },
+    DDPMConfig: {
+        "num_train_timesteps": Int(2, 100_000), "beta_start": Float(0.0, 1.0, lo_open=True),
+        "beta_end": Float(0.0, 1.0, lo_open=True), "single_step_start_t": Int(0, 100_000),
+        "offset_noise": Float(0.0, 100.0), "sigma_data": _POSITIVE, "quantize": Bool(), "quantize_each_step": Bool(),
+    },
+    DenoiserNetConfig: {
+        "channels": _CHANNELS, "depths": _DEPTHS, "cond_dim": Int(1, 4096), "bottleneck_attention": Bool(),
+        "attention_residual": _RESIDUAL, "history_kwargs": Keywords(history_kwargs),
+    },
+    RewardEndNetConfig: {
+        "channels": _CHANNELS, "depths": _DEPTHS, "cond_dim": Int(1, 4096), "lstm_dim": Int(1, 8192),
+        "bottleneck_attention": Bool(), "attention_residual": _RESIDUAL,
+    },
+    ActorCriticNetConfig: {"channels": _CHANNELS, "depths": _DEPTHS, "lstm_dim": Int(1, 8192)},
+    OptimConfig: {
+        "lr": Float(0.0, 1.0, lo_open=True), "eps": Float(0.0, 1.0, lo_open=True), "weight_decay": Float(0.0, 10.0),
+        "max_grad_norm": Float(0.0, 1e6, lo_open=True), "warmup_steps": Int(0, 10**7),
+        "warmup_from_zero": Bool(),
+    },
+    TrainingConfig: {
+        "epochs": Int(1, 10**6), "total_env_steps": Int(1, 10**9), "collect_steps_per_epoch": Int(0, 10**7),
+        "initial_collect_steps": Int(1, 10**9), "initial_collect_max_steps": Int(1, 10**9),
+        "initial_min_reward_events": Int(0, 10**6), "epsilon": Float(0.0, 1.0),
+        "recency_weights": Optional(Seq(Float(0.0, 1e6), 1, 64)), "batch_size": Int(1, 65_536),
+        "denoiser_steps": _STEPS, "reward_end_steps": _STEPS, "actor_critic_steps": _STEPS,
+        "first_epoch_denoiser_steps": _STEPS, "first_epoch_reward_end_steps": _STEPS,
+        "first_epoch_actor_critic_steps": _STEPS, "imagination_horizon": Int(1, 1000), "imagination_refill": Bool(),
+        "reward_end_seq_len": Int(2, 1000), "burn_in": Int(1, 64), "gamma": Float(0.0, 1.0),
+        "lambda_": Float(0.0, 1.0), "entropy_weight": Float(0.0, 100.0), "eval_episodes": Int(1, 100_000),
+        "eval_every": Int(0, 10**6), "eval_every_episodes": Int(1, 10_000), "diag_every": Int(0, 10**6),
+        "tensorboard": Bool(), "eval_epsilon": Float(0.0, 1.0), "eval_num_envs": Int(1, 1024),
+        "collect_temperature": Float(0.0, 100.0, lo_open=True),
+    },
+    PerfConfig: {
+        "device": Text(check_device, "auto, cpu, cuda or cuda:N", "tpu"), "bf16": Bool(), "channels_last": Bool(),
+        "compile": Bool(), "fused_adamw": Bool(), "cuda_graphs": Bool(), "replay_on_device": Bool(),
+    },
+    WorldModelConfig: {
+        "factory": Text(lambda spec: importlib.import_module("diamond.registry").check_factory(spec),
+                        "a world-model name (diamond, recurrent, an entry point's) or package.module:function",
+                        "no-such-world-model"),
+        "options": WorldModelOptions(),
+    },
+    Config: {"profile": Choice(lambda: tuple(PROFILES)), "seed": Int(0, MAX_SEED)},
+}
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -328,99 +399,100 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def set_dotted(cfg: Any, values: dict[str, Any]) -> None:
+def set_dotted(cfg: Any, values: dict[str, Any], prefix: str = "") -> None:
     """Set dotted fields, coercing to the declared field's type; unknown keys fail with the valid ones."""
     for key, value in values.items():
-        obj, parts = cfg, key.split(".")
+        obj, parts, key = cfg, str(key).split("."), f"{prefix}{key}"
         for i, part in enumerate(parts):
             names = [f.name for f in dataclasses.fields(obj)]
             if part not in names:
-                where = ".".join(parts[:i]) or "config"
+                where = (prefix + ".".join(parts[:i])).rstrip(".") or "config"
                 raise ConfigError(f"unknown config key {key!r}: {where} has fields {', '.join(names)}")
             if i == len(parts) - 1:
-                setattr(obj, part, _coerce(getattr(obj, part), value, key))
+                setattr(obj, part, _coerce(obj, part, value, key))
             else:
                 obj = getattr(obj, part)
                 if not dataclasses.is_dataclass(obj):
-                    raise ConfigError(f"config key {key!r}: {'.'.join(parts[: i + 1])} is not a section")
+                    raise ConfigError(f"config key {key!r}: {prefix}{'.'.join(parts[: i + 1])} is not a section")
 
 
-def _coerce(current: Any, value: Any, key: str) -> Any:
+def _coerce(obj: Any, name: str, value: Any, key: str) -> Any:
+    """The value of field `name` of `obj` after its rule (FIELD_RULES): type enforced, range checked."""
+    current = getattr(obj, name)
     if dataclasses.is_dataclass(current):
         if not isinstance(value, dict):
             raise ConfigError(f"config key {key!r} is a section; give a mapping or set its fields")
-        set_dotted(current, value)
+        set_dotted(current, value, f"{key}.")
         return current
-    if isinstance(value, list):
-        return tuple(value)
-    if isinstance(current, bool) or current is None or value is None:
-        return value
-    if isinstance(current, float) and isinstance(value, int):
-        return float(value)
-    if isinstance(current, (int, float, str)) and not isinstance(value, type(current)):
-        raise ConfigError(f"config key {key!r} expects {type(current).__name__}, got {value!r}")
-    return value
+    rule = FIELD_RULES.get(type(obj), {}).get(name)
+    if rule is None:  # a field added without a rule: tests/test_config.py fails until it has one
+        raise ConfigError(f"config key {key!r} has no declared type and range in diamond/config.py FIELD_RULES")
+    return rule.coerce(key, value)
+
+
+def check_fields(obj: Any, prefix: str = "") -> None:
+    """Every field of `obj` (nested sections included) against its rule: defaults and profiles obey them too."""
+    for f in dataclasses.fields(obj):
+        value, key = getattr(obj, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_fields(value, f"{key}.")
+        else:
+            setattr(obj, f.name, _coerce(obj, f.name, value, key))
 
 
 def validate(cfg: Config) -> None:
-    """Fail at build time, in one sentence, on values or combinations that cannot run."""
+    """Fail at build time, in one sentence: every field against its rule, then the combinations that cannot run."""
     from diamond.diffusion.paradigms import PARADIGMS
-    from diamond.diffusion.samplers import SAMPLERS
+    from diamond.nets.blocks import GN_GROUP_SIZE, num_groups
     from diamond.nets.history import HISTORY_CONDITIONINGS
 
+    check_fields(cfg)
     d, t = cfg.diffusion, cfg.training
-    if d.paradigm not in PARADIGMS:
-        raise ConfigError(f"unknown diffusion.paradigm {d.paradigm!r}; valid: {', '.join(PARADIGMS)}")
-    if d.sampler not in SAMPLERS:
-        raise ConfigError(f"unknown diffusion.sampler {d.sampler!r}; valid: {', '.join(SAMPLERS)}")
     supported = PARADIGMS[d.paradigm].supported_samplers
     if d.sampler not in supported:
         raise ConfigError(
             f"sampler {d.sampler!r} does not apply to paradigm {d.paradigm!r}; use one of {', '.join(supported)}"
         )
-    if d.num_steps < 1:
-        raise ConfigError(f"diffusion.num_steps (NFE driver) must be >= 1, got {d.num_steps}")
     for section in ("edm", "ddpm"):  # rerun each paradigm config's own checks (e.g. churn) on the overridden values
         value = getattr(d, section)
         try:
             type(value)(**dataclasses.asdict(value))
         except ValueError as e:
             raise ConfigError(f"diffusion.{section}: {e}") from e
-    if d.history not in HISTORY_CONDITIONINGS:
-        raise ConfigError(f"unknown diffusion.history {d.history!r}; valid: {', '.join(HISTORY_CONDITIONINGS)}")
-    if d.num_history < 1 or d.train_chain < 1:
-        raise ConfigError("diffusion.num_history (L) and diffusion.train_chain must be >= 1")
     if t.burn_in != d.num_history:
         raise ConfigError(
             f"training.burn_in ({t.burn_in}) must equal diffusion.num_history L ({d.num_history}): "
             "imagination starts from L real frames that also burn in the LSTMs"
         )
-    from diamond.nets.blocks import ATTENTION_RESIDUALS
-    for section in ("denoiser", "reward_end"):
-        if getattr(cfg, section).attention_residual not in ATTENTION_RESIDUALS:
-            raise ConfigError(f"{section}.attention_residual must be one of {', '.join(ATTENTION_RESIDUALS)}, "
-                              f"got {getattr(cfg, section).attention_residual!r}")
+    import inspect
+
+    accepted = inspect.signature(HISTORY_CONDITIONINGS[d.history].__init__).parameters
+    unknown = sorted(set(cfg.denoiser.history_kwargs) - set(accepted))
+    if unknown:
+        raise ConfigError(f"denoiser.history_kwargs {', '.join(unknown)} do not apply to diffusion.history "
+                          f"{d.history!r}")
+    for section in ("denoiser", "reward_end", "actor_critic"):
+        net = getattr(cfg, section)
+        if len(net.channels) != len(net.depths):
+            raise ConfigError(f"{section}.channels and {section}.depths must have one entry per U-Net level, got "
+                              f"{len(net.channels)} and {len(net.depths)}")
+        factor = 2 ** (len(net.channels) - (section != "actor_critic"))  # the actor-critic also pools its last level
+        if cfg.env.size % factor:
+            raise ConfigError(f"env.size ({cfg.env.size}) must be divisible by {factor} for the "
+                              f"{len(net.channels)} levels of {section}.channels")
+        odd = [c for c in net.channels if c % num_groups(c)]
+        if odd:
+            raise ConfigError(f"{section}.channels {odd[0]} does not split into GroupNorm groups of about "
+                              f"{GN_GROUP_SIZE} channels evenly: use at most {GN_GROUP_SIZE}, or e.g. 64, 96, 128")
+    if cfg.denoiser.cond_dim % d.num_history or cfg.denoiser.cond_dim % 2:
+        raise ConfigError(f"denoiser.cond_dim ({cfg.denoiser.cond_dim}) must be even and divisible by "
+                          f"diffusion.num_history ({d.num_history}): each of the L action embeddings has cond_dim / L")
     if t.reward_end_seq_len <= t.burn_in:
         raise ConfigError("training.reward_end_seq_len (B_R + H) must exceed training.burn_in (B_R)")
-    if not t.collect_temperature > 0:
-        raise ConfigError(f"training.collect_temperature must be > 0, got {t.collect_temperature}")
-    if not 0.0 <= t.epsilon <= 1.0 or not 0.0 <= t.eval_epsilon <= 1.0:
-        raise ConfigError("training.epsilon and training.eval_epsilon must lie in [0, 1]")
     if t.initial_collect_steps > t.total_env_steps:
         raise ConfigError("training.initial_collect_steps exceeds training.total_env_steps")
-    if t.recency_weights is not None and (len(t.recency_weights) < 1 or min(t.recency_weights) < 0):
-        raise ConfigError("training.recency_weights must be non-negative group weights, or null for uniform")
-    if cfg.perf.device not in ("auto", "cpu", "cuda") and not cfg.perf.device.startswith("cuda:"):
-        raise ConfigError(f"perf.device must be auto, cpu, cuda or cuda:N, got {cfg.perf.device!r}")
-    from diamond.envs import validate_game
-
-    validate_game(cfg.env.game)
-    from diamond.registry import FACTORY_KEY, resolve_factory
-
-    if not isinstance(cfg.world_model.factory, str):
-        raise ConfigError(f"config key {FACTORY_KEY!r} must be a string, got {cfg.world_model.factory!r}")
-    resolve_factory(cfg.world_model.factory)
-    WorldModelOptions().coerce("world_model.options", cfg.world_model.options)
+    if t.initial_collect_max_steps < t.initial_collect_steps:
+        raise ConfigError("training.initial_collect_max_steps must be >= training.initial_collect_steps")
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -18,6 +18,17 @@ class UsageError(KnownError):
     exit_code = 2
 
 
+class ConfigError(UsageError, ValueError):
+    """An invalid configuration value or combination (a usage error: exit status 2); the message names the key."""
+
+
+class OSRefusedError(KnownError):
+    """The operating system refused to create or write a path a flag names (permission denied, a file in the
+    way): exit 74, like any OSError a CLI meets."""
+
+    exit_code = 74
+
+
 class RunFolderError(KnownError):
     """A run folder that cannot be used (a file, not writable, or another run's); the message names it."""
 

@@ -2,6 +2,8 @@
 
     python -m diamond.evaluate --checkpoint runs/atari100k/paper/Breakout-s0/checkpoints/last.pt \\
         --game Breakout --episodes 100 --out evals/Breakout-s0
+    python -m diamond.evaluate --checkpoint runs/breakout-smoke/checkpoints/last.pt --profile smoke \\
+        --game Breakout --episodes 2 --out evals/breakout-smoke    # --profile: the one the run was trained with
     python -m diamond.evaluate --checkpoint Breakout.pt --official --game Breakout --seed 0 \\
         --out runs/atari100k/paper/Breakout-s0      # one of the authors' released agents
 
@@ -11,6 +13,9 @@ per-seed score the mean return. --official reads the released format (`denoiser.
 `actor_critic.` prefixes) through the key mapping of diamond/official.py. The folder gets config.yaml
 and result.json (the fields of a trained run's result.json); with --out runs/atari100k/<profile>/<Game>-s<seed>
 `run_suite.py --suite atari100k --profile <profile> --report-only` reports it beside trained runs.
+--out follows the run-folder rules of diamond.train (diamond/rundir.py): its identity in run.json, a lock
+while it works, and a refusal in one sentence of a folder that holds another run, a training run, or a
+result this command did not make; the same evaluation again does nothing.
 """
 
 from __future__ import annotations
@@ -24,19 +29,22 @@ import numpy as np
 import torch
 
 from diamond.agent import Agent, build_agent
-from diamond.config import Config, build_config, config_hash, to_dict
-from diamond.cli import run_cli
-from diamond.errors import KnownError, UsageError
+from diamond.cli import DEBUG_HELP, run_cli
+from diamond.config import FIELD_RULES, PROFILES, Config, TrainingConfig, build_config, config_hash, to_dict
+from diamond.errors import KnownError, RunFolderError, UsageError
 from diamond.games import GAMES, human_normalized_score
 from diamond.io import atomic_write_json, atomic_write_yaml
 from diamond.official import convert_agent
+from diamond.rundir import check_identity, hold_lock, read_result, record_identity
+from diamond.train import PROFILE_HELP, check_device, check_game, check_seed
 from diamond.trainer import Trainer, resolve_device
+
+PROG = "python -m diamond.evaluate"
+MAX_EPISODES = FIELD_RULES[TrainingConfig]["eval_episodes"].hi
 
 
 class CheckpointError(KnownError):
-    """A checkpoint file that is missing, unreadable, or does not fit the game or the networks."""
-
-    exit_code = 2
+    """A checkpoint file that is missing, unreadable, or does not fit the game or the networks (a bad file: exit 1)."""
 
 
 def read_state(path: Path) -> dict[str, Any]:
@@ -75,36 +83,38 @@ def load_agent(path: Path, cfg: Config, num_actions: int, official: bool) -> Age
     ours = agent.state_dict()
     missing = sorted(set(ours) - set(weights))
     if missing:
-        raise CheckpointError(f"{path}: missing {len(missing)} weights of the configured networks, e.g. `{missing[0]}`.")
+        raise CheckpointError(f"{path}: missing {len(missing)} weights of the networks of --profile {cfg.profile}, "
+                              f"e.g. `{missing[0]}`: pass the --profile the run was trained with.")
     extra = sorted(set(weights) - set(ours))
     wrong = [k for k in ours if tuple(weights[k].shape) != tuple(ours[k].shape)]
     if extra or wrong:
         k = (extra or wrong)[0]
-        raise CheckpointError(f"{path}: `{k}` does not fit the configured networks (another profile or --set?).")
+        raise CheckpointError(f"{path}: `{k}` does not fit the networks of --profile {cfg.profile}: pass the "
+                              "--profile (and --set options) the run was trained with, e.g. --profile smoke.")
     agent.load_state_dict(weights, strict=True)
     return agent
 
 
 class _Evaluation:
-    """What Trainer.evaluate reads (config, device, agent, action count, numpy generator): the protocol is
+    """What Trainer.evaluate reads (config, device, agent, action count, env factory, numpy generator): the protocol is
     the trainer's method itself, run here without a training env or replay."""
 
     evaluate = Trainer.evaluate
 
     def __init__(self, cfg: Config, agent: Agent, num_actions: int) -> None:
-        self.cfg, self.num_actions = cfg, num_actions
+        from diamond.envs import make_env
+
+        self.cfg, self.num_actions, self.make_env = cfg, num_actions, make_env
         self.device = resolve_device(cfg.perf.device)
         self.agent = agent.to(self.device)
         self.rng = np.random.default_rng(cfg.seed)
 
 
-def evaluate_checkpoint(path: Path, cfg: Config, episodes: int, out: Path, official: bool) -> dict[str, Any]:
-    """Play `episodes` test episodes with the checkpoint's policy; write out/config.yaml and out/result.json."""
-    from diamond.envs import num_actions as game_actions
-
-    n = game_actions(cfg.env.game)
+def evaluate_agent(agent: Agent, path: Path, cfg: Config, episodes: int, out: Path, official: bool) -> dict[str, Any]:
+    """Play `episodes` test episodes with the policy of `agent` (loaded from `path`); write out/config.yaml and
+    out/result.json."""
     torch.manual_seed(cfg.seed)
-    run = _Evaluation(cfg, load_agent(path, cfg, n, official), n)
+    run = _Evaluation(cfg, agent, agent.actor_critic.policy.out_features)
     start = time.perf_counter()
     returns = run.evaluate(episodes)
     mean = float(np.mean(returns))
@@ -114,21 +124,41 @@ def evaluate_checkpoint(path: Path, cfg: Config, episodes: int, out: Path, offic
         "hns": float(human_normalized_score(cfg.env.game, mean)) if cfg.env.game in GAMES else None,
         "num_episodes": len(returns), "env_steps": cfg.training.total_env_steps, "epochs": cfg.training.epochs,
         "wall_time_s": time.perf_counter() - start, "device": str(run.device), "nfe": run.agent.world_model.nfe,
-        "checkpoint": str(path), "checkpoint_format": "official" if official else "diamond",
+        "checkpoint": str(path.resolve()), "checkpoint_format": "official" if official else "diamond",
     }
     atomic_write_yaml(out / "config.yaml", to_dict(cfg))
     atomic_write_json(out / "result.json", result)  # last: its presence means "done"
     return result
 
 
+def check_out(out: Path, checkpoint: Path, episodes: int) -> dict[str, Any] | None:
+    """What --out holds (call it under the folder's lock): None when the evaluation may write it, the earlier
+    result when it is this same evaluation; a training run or another command's result is refused."""
+    if (out / "result.json").is_file():
+        done = read_result(out)
+        if done.get("checkpoint") == str(checkpoint.resolve()) and done.get("num_episodes") == episodes:
+            return done
+        made = (f"an evaluation of {done['checkpoint']} over {done.get('num_episodes')} episodes"
+                if "checkpoint" in done else "a finished training run")
+        raise RunFolderError(f"--out {out} already holds the result of {made}; diamond.evaluate never overwrites "
+                             "a result it did not make: choose another --out")
+    if (out / "checkpoints").exists() or (out / "metrics.jsonl").exists():
+        raise RunFolderError(f"--out {out} holds a training run (checkpoints/, metrics.jsonl); evaluating into it "
+                             "would mark it finished: choose another --out")
+    return None
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m diamond.evaluate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                epilog=f"{DEBUG_HELP} Exit statuses: see the README.")
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoints/last.pt of a run, or a released agent")
     p.add_argument("--official", action="store_true", help="the checkpoint is in the authors' released format")
     p.add_argument("--game", required=True, help="Atari game the agent was trained on, e.g. Breakout")
     p.add_argument("--episodes", type=int, default=None, help="test episodes (default: the profile's, 100 for paper)")
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation (and the run name it reports as)")
-    p.add_argument("--profile", default="paper", help="profile whose networks the checkpoint has (default paper)")
+    p.add_argument("--profile", default="paper", choices=list(PROFILES),
+                   help="the profile the checkpoint was trained with: its networks must match (default paper). "
+                        + PROFILE_HELP)
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--out", type=Path, required=True, help="folder for config.yaml and result.json")
     return p.parse_args(argv)
@@ -136,16 +166,30 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """The command line under the shared error path (diamond/cli.py): returns the exit status."""
-    return run_cli("python -m diamond.evaluate", _main, argv)
+    return run_cli(PROG, _main, argv)
 
 
 def _main(argv: list[str]) -> int:
     args = parse_args(argv)
+    check_seed(args.seed)
+    check_game(args.game)
     cfg = build_config(args.profile, list(args.overrides), seed=args.seed, **{"env.game": args.game})
+    check_device(cfg)
     episodes = cfg.training.eval_episodes if args.episodes is None else args.episodes
-    if episodes < 1:
-        raise UsageError(f"--episodes must be at least 1, got {episodes}.")
-    result = evaluate_checkpoint(args.checkpoint, cfg, episodes, args.out, args.official)
+    if not 1 <= episodes <= MAX_EPISODES:
+        raise UsageError(f"--episodes must be an integer in [1, {MAX_EPISODES}], got {episodes}.")
+    from diamond.envs import num_actions
+
+    agent = load_agent(args.checkpoint, cfg, num_actions(cfg.env.game), args.official)  # a bad file: before --out
+    identity = {"game": cfg.env.game, "seed": cfg.seed, "profile": cfg.profile, "config_hash": config_hash(cfg)}
+    with hold_lock(args.out) as out:
+        check_identity(out, identity, to_dict(cfg))  # another run's folder: named by what differs (the game...)
+        result = check_out(out, args.checkpoint, episodes)
+        if result is not None:
+            print(f"{out}: this evaluation is already done (result.json); nothing to do")
+        else:
+            record_identity(out, identity, to_dict(cfg))
+            result = evaluate_agent(agent, args.checkpoint, cfg, episodes, out, args.official)
     print(f"{cfg.env.game} seed {cfg.seed}: mean return {result['mean_return']:.2f} over {result['num_episodes']} "
           f"episodes -> {args.out / 'result.json'}")
     return 0

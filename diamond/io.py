@@ -83,7 +83,7 @@ def read_yaml(path: str | os.PathLike) -> Any:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, ValueError, yaml.YAMLError) as e:  # ValueError: bytes that are not UTF-8 text
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise CorruptFileError(f"{path}: not valid YAML ({getattr(e, 'problem', None) or e}{where})") from e
@@ -101,7 +101,7 @@ def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a metrics log; only a torn *last* line (crash mid-append) is tolerated."""
     path = Path(path)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()  # binary garbage: a bad line, named
     out = []
     for i, line in enumerate(lines):
         if not line.strip():

@@ -38,9 +38,7 @@ IMG_CHANNELS = 3
 
 
 class OfficialCheckpointError(KnownError):
-    """A released-format checkpoint that cannot be converted (a missing part or key)."""
-
-    exit_code = 2
+    """A released-format checkpoint that cannot be converted (a missing part or key): a bad file, exit 1."""
 
 
 _BLOCK_RULES = [(r"\.resblocks\.", ".blocks."), (r"\.attn\.norm\.norm\.", ".attn.norm."),

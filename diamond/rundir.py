@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from diamond.config import flatten
-from diamond.errors import RunFolderError, RunIdentityError, RunLockedError
+from diamond.errors import OSRefusedError, RunFolderError, RunIdentityError, RunLockedError
 from diamond.io import CorruptFileError, atomic_write_json, atomic_write_text, read_json, read_yaml
 
 IDENTITY_FILE = "run.json"
@@ -41,9 +41,13 @@ def recorded_identity(run_dir: Path) -> dict[str, Any] | None:
     for name in (IDENTITY_FILE, "result.json"):
         path = run_dir / name
         if path.is_file():
-            data = read_json(path)
-            if not isinstance(data, dict):
-                raise CorruptFileError(f"{path}: expected a JSON object, got {type(data).__name__}")
+            try:
+                data = read_json(path)
+            except CorruptFileError as e:
+                raise CorruptFileError(f"{e}; move the folder {run_dir} away to start that run again") from e
+            if not isinstance(data, dict) or not data:
+                raise CorruptFileError(f"{path}: not a run's record (a non-empty JSON object); move the folder "
+                                       f"{run_dir} away to start that run again")
             return {k: data.get(k) for k in IDENTITY_FIELDS}
     path = run_dir / "config.yaml"
     if path.is_file():  # an unfinished run from before run.json: its config, compared key by key
@@ -71,6 +75,17 @@ def check_identity(run_dir: Path, identity: Mapping[str, Any], config: Mapping[s
     if parts:
         raise RunIdentityError(f"{run_dir} holds another run ({_describe(found)}): {'; '.join(parts)}; "
                                f"repeat that run's own arguments to resume it, or choose another {flag}")
+
+
+def read_result(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """result.json of a finished run: a non-empty JSON object; anything else (`{}`, a list, garbage) is a
+    corrupt file, named (the caller says what to do)."""
+    path = Path(run_dir) / "result.json"
+    data = read_json(path)
+    if not isinstance(data, dict) or not data:
+        shown = f"a {type(data).__name__}" if not isinstance(data, dict) else "an empty object"
+        raise CorruptFileError(f"{path}: not a run's result (a non-empty JSON object), got {shown}")
+    return data
 
 
 def changed_config_keys(run_dir: Path, requested: Mapping[str, Any], limit: int = 4) -> list[str]:
@@ -118,8 +133,8 @@ def hold_lock(run_dir: str | os.PathLike, flag: str = "--out") -> Iterator[Path]
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as e:
-        raise RunFolderError(f"{flag} {run_dir} cannot be written ({e.strerror}); fix its permissions or "
+    except OSError as e:  # exit 74, as every refusal of the operating system (diamond/cli.py)
+        raise OSRefusedError(f"{flag} {run_dir} cannot be written ({e.strerror}); fix its permissions or "
                              f"choose another {flag}") from e
     try:
         try:
@@ -160,15 +175,19 @@ def repair_metrics(path: Path, upto: int, key: str = "epoch") -> str | None:
     if not path.is_file():
         return None
     kept, dropped, torn = [], 0, 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
+    for raw in path.read_bytes().splitlines():  # bytes: binary garbage (a torn write, a disk error) is a torn line
         try:
-            record = json.loads(line)
-        except ValueError:
+            line = raw.decode("utf-8")
+            record = json.loads(line) if line.strip() else None
+            step = record.get(key, upto + 1) if isinstance(record, dict) else None
+            if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+                raise ValueError(f"{key} {step!r} is not an integer")
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             torn += 1
             continue
-        if isinstance(record, dict) and not record.get("final") and int(record.get(key, upto + 1)) <= upto:
+        if record is None:
+            continue
+        if isinstance(record, dict) and not record.get("final") and step <= upto:
             kept.append(line)
         else:
             dropped += 1

@@ -15,11 +15,12 @@ from typing import Any
 
 import torch
 
-from diamond.cli import run_cli
-from diamond.config import PROFILES, Config, ConfigError, build_config, config_hash, to_dict
+from diamond.cli import DEBUG_HELP, run_cli
+from diamond.config import MAX_SEED, PROFILES, Config, build_config, config_hash, to_dict
 from diamond.envs import ATARI_100K_GAMES, validate_game
 from diamond.errors import UsageError
-from diamond.rundir import claim
+from diamond.io import CorruptFileError
+from diamond.rundir import claim, read_result
 
 # Seconds per update of the paper-size networks at batch 32 on one core of a 2-core AMD EPYC, measured by
 # `python -m diamond.bench --profile paper` (docs/performance.md); a CPU run is warned about with them.
@@ -27,6 +28,8 @@ CPU_SECONDS_PER_UPDATE = {"denoiser_update": 24.2, "reward_end_update": 33.0, "a
 WARN_ABOVE_HOURS = 1.0
 PAPER_CHANNELS = build_config("paper").denoiser.channels  # the networks those figures were measured on
 PROG = "python -m diamond.train"
+PROFILE_HELP = ("paper = Tables 2-3; small = paper networks, a short schedule (a GPU in under an hour); smoke = tiny "
+                "networks, a CPU in about a minute; cpu = small networks, one CPU run in about 20 minutes")
 
 
 def run(run_dir: str | Path, game: str, seed: int = 0, profile: str = "paper", overrides: list[str] | None = None,
@@ -41,7 +44,32 @@ def run(run_dir: str | Path, game: str, seed: int = 0, profile: str = "paper", o
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     identity = {"game": game, "seed": seed, "profile": profile, "config_hash": config_hash(cfg)}
     with claim(run_dir, identity, config=to_dict(cfg)):
+        if (Path(run_dir) / "result.json").is_file():  # readable, before "nothing to do" is said
+            try:
+                read_result(run_dir)
+            except CorruptFileError as e:
+                raise CorruptFileError(f"{e}; move the folder {run_dir} away to train this run again") from e
         return Trainer(cfg, run_dir, epoch_hook=epoch_hook).run()
+
+
+def check_seed(seed: int) -> None:
+    """--seed within the config's range (the emulator takes 31-bit seeds), named as the flag."""
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed must be an integer in [0, {MAX_SEED}], got {seed}")
+
+
+def check_device(cfg: Config) -> None:
+    """perf.device=cuda on a machine without a usable GPU: one sentence, not a CUDA traceback mid-run."""
+    device = cfg.perf.device
+    if not device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise UsageError(f"perf.device={device} asks for a GPU, but PyTorch sees none here; use perf.device=cpu "
+                         "(or auto), or run on a machine with a GPU")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise UsageError(f"perf.device={device}: this machine has {torch.cuda.device_count()} GPU(s), "
+                         f"numbered from 0")
 
 
 def check_game(game: str) -> None:
@@ -90,22 +118,19 @@ def _main(argv: list[str]) -> int:
         description="Train DIAMOND on one Atari 100k game (Algorithm 1), writing one resumable run folder.",
         epilog="Overrides are dotted config keys, e.g. diffusion.sampler=heun diffusion.num_steps=5 "
                "diffusion.edm.sigma_offset_noise=0 training.epochs=10. See diamond/config.py for every field. "
-               "--debug (or DIAMOND_DEBUG=1) shows the traceback of an error.",
+               f"{DEBUG_HELP} Exit statuses: see the README.",
     )
     parser.add_argument("--game", required=True, help="Atari game, e.g. Breakout (the 26 Atari 100k games)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed reproduces the run (default 0)")
     parser.add_argument("--profile", default="paper", choices=list(PROFILES),
-                        help="paper = Tables 2-3; small = a GPU in minutes; smoke = CPU in about a minute")
+                        help=PROFILE_HELP)
     parser.add_argument("--out", required=True, help="run folder (config.yaml, metrics.jsonl, checkpoints/, result.json)")
     parser.add_argument("overrides", nargs="*", help="config overrides section.field=value")
     args = parser.parse_args(argv)
-    if args.seed < 0:
-        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    check_seed(args.seed)
     check_game(args.game)
-    try:
-        cfg = build_config(args.profile, args.overrides, seed=args.seed, **{"env.game": args.game})
-    except ConfigError as e:
-        raise UsageError(str(e)) from e
+    cfg = build_config(args.profile, args.overrides, seed=args.seed, **{"env.game": args.game})
+    check_device(cfg)
     warn_if_cpu(cfg)
     result = run(args.out, args.game, args.seed, args.profile, args.overrides)
     print(f"{args.game} seed {args.seed}: mean return {result['mean_return']:.1f} over {result['num_episodes']} "

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 
 from diamond.config import flatten
-from diamond.io import CorruptFileError, read_json, read_yaml
+from diamond.io import CorruptFileError, read_yaml
 from slurm.launcher import RunSpec
 
 PAPER_PROFILE = "paper"
@@ -52,12 +52,10 @@ def bootstrap_reps(default: int) -> int:
 
 
 def read_result(run_dir: Path) -> dict[str, Any]:
-    """result.json of a finished run; anything but a JSON object is a corrupt file, named."""
-    path = Path(run_dir) / "result.json"
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise CorruptFileError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
+    """result.json of a finished run; anything but a non-empty JSON object is a corrupt file, named."""
+    from diamond.rundir import read_result as checked
+
+    return checked(run_dir)
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:

@@ -18,12 +18,15 @@ ExecutorKind = Literal["auto", "local", "slurm", "debug"]
 EXECUTOR_KINDS: tuple[str, ...] = ("auto", "local", "slurm", "debug")
 
 
+DEFAULT_GPUS_PER_NODE = 1  # a run of the paper's networks trains on one GPU
+
+
 @dataclass
 class ClusterConfig:
     """Per-job Slurm resources; one job = one run, so these are the needs of a single run."""
 
     partition: str | None = None
-    gpus_per_node: int = 1
+    gpus_per_node: int | None = None  # None: what the runs need (run_suite.py: 1, or 0 for a CPU profile)
     cpus_per_task: int = 8
     mem_gb: int = 32
     timeout_min: int = 4320
@@ -44,6 +47,8 @@ class ClusterConfig:
         for name, low in (("gpus_per_node", 0), ("cpus_per_task", 1), ("mem_gb", 1), ("timeout_min", 1),
                           ("array_parallelism", 1)):
             value = getattr(self, name)
+            if name == "gpus_per_node" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"cluster config: {name} must be an integer >= {low}, got {value!r}")
         if isinstance(self.poll_s, bool) or not isinstance(self.poll_s, (int, float)) or self.poll_s <= 0:
@@ -108,8 +113,9 @@ def slurm_parameters(cluster: ClusterConfig, max_parallel: int | None, job_name:
         "setup": list(cluster.setup),
         "additional_parameters": dict(cluster.additional_parameters),
     }
-    if cluster.gpus_per_node > 0:
-        params["gpus_per_node"] = cluster.gpus_per_node
+    gpus = DEFAULT_GPUS_PER_NODE if cluster.gpus_per_node is None else cluster.gpus_per_node
+    if gpus > 0:
+        params["gpus_per_node"] = gpus
     for name in ("partition", "account", "qos", "constraint"):
         if getattr(cluster, name) is not None:
             params[name] = getattr(cluster, name)

@@ -15,7 +15,11 @@ import dataclasses
 import importlib
 import io
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 import traceback
 from collections import deque
@@ -120,18 +124,20 @@ class LaunchReport:
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str, Path]] = field(default_factory=list)  # (name, error summary, log path)
     elsewhere: list[tuple[str, str]] = field(default_factory=list)  # (name, why): another process holds its folder
+    corrupt: list[tuple[str, str]] = field(default_factory=list)  # (name, why): finished, result.json unreadable
 
     @property
     def ok(self) -> bool:
         """No run failed; a run going on elsewhere is not done here, but it has not failed either."""
-        return not self.failed
+        return not self.failed and not self.corrupt
 
     def summary(self) -> str:
         elsewhere = f", {len(self.elsewhere)} running elsewhere" if self.elsewhere else ""
         lines = [f"{len(self.finished)} finished, {len(self.skipped)} skipped (already done), "
-                 f"{len(self.failed)} failed{elsewhere}"]
+                 f"{len(self.failed) + len(self.corrupt)} failed{elsewhere}"]
         for name, error, log in self.failed:
             lines += [f"  FAILED {name}: {error}", f"    log: {log}"]
+        lines += [f"  FAILED {name}: {why}" for name, why in self.corrupt]
         for name, why in self.elsewhere:
             lines.append(f"  RUNNING ELSEWHERE {name}: {why}")
         if self.failed:
@@ -310,7 +316,8 @@ def _wait_local(ex: submitit.Executor, todo: deque[RunSpec], report: LaunchRepor
                 spec, slot = todo.popleft(), free_slots.popleft()
                 if gpus:
                     ex.update_parameters(gpus_per_node=1, visible_gpus=(gpus[slot % len(gpus)],))
-                running.append((ex.submit(RunJob(spec)), spec))
+                with _inherited_output(Path(ex.folder) / f"controller-{spec.name}.log"):
+                    running.append((ex.submit(RunJob(spec)), spec))
                 slot_of[spec.name] = slot
             for job, spec in [(j, s) for j, s in running if j.done()]:
                 running.remove((job, spec))
@@ -320,9 +327,69 @@ def _wait_local(ex: submitit.Executor, todo: deque[RunSpec], report: LaunchRepor
             if running:
                 time.sleep(_LOCAL_POLL_S)
     except BaseException:  # local jobs would outlive us and race a relaunch (Slurm jobs are re-attached)
-        for job, _ in running:
-            job.cancel(check=False)
+        _stop_local_jobs([job for job, _ in running])
         raise
+
+
+@contextlib.contextmanager
+def _inherited_output(path: Path):
+    """Processes started in the block write their stdout and stderr to `path`: submitit's local controller
+    prints its own traceback when it is stopped, which belongs in the logs, not under the suite's one line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for f in (fd, *saved):
+            os.close(f)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def _stop_local_jobs(jobs: list[submitit.Job], grace_s: float = 5.0) -> None:
+    """Stop local jobs and everything they started: SIGINT to each controller (it stops its worker, which
+    ignores SIGTERM), then SIGKILL to whatever of the tree is still alive after `grace_s`."""
+    controllers = [p for p in (getattr(job, "_process", None) for job in jobs) if p is not None]
+    tree = [pid for p in controllers for pid in _descendants(p.pid)]
+    for job in jobs:
+        job.cancel(check=False)
+    for p in controllers:
+        try:
+            p.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    for pid in tree:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue  # already gone
+        if b"submitit" in cmdline:  # still the job's process, not a recycled pid
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def dry_run_table(specs: list[RunSpec]) -> str:

@@ -25,6 +25,10 @@ _SETTING_WORDS = (("memory", "mem_gb"), ("account", "account"), ("partition", "p
                   ("feature", "constraint"), ("constraint", "constraint"), ("processor", "cpus_per_task"),
                   ("cpu", "cpus_per_task"), ("array", "array_parallelism"))
 
+# sbatch's words when no controller answers: not a refusal of any setting
+_UNREACHABLE_WORDS = ("unable to contact slurm controller", "connect failure", "connection refused",
+                      "socket timed out", "zero bytes were transmitted")
+
 
 class SlurmQueryError(KnownError):
     """Neither squeue nor sacct answered, so whether earlier jobs still run cannot be told."""
@@ -129,6 +133,9 @@ def rejection_error(sbatch_stderr: str, settings: dict[str, object],
     said = "; ".join(ln for ln in lines if ln)
     where = str(cluster_file) if cluster_file else "the built-in cluster settings (no --cluster file)"
     lower = said.lower()
+    if any(word in lower for word in _UNREACHABLE_WORDS):
+        return SubmissionRejectedError(f"the Slurm controller does not answer, so nothing was submitted (sbatch said: "
+                                       f"{said}); check `sinfo` on this machine, or use --executor local")
     setting = next((name for word, name in _SETTING_WORDS if word in lower), None)
     if setting is None:
         what = "check its partition, gpus_per_node, cpus_per_task, mem_gb, timeout_min, account, qos and constraint"

@@ -41,12 +41,12 @@ def test_profiles_are_overrides_and_roundtrip() -> None:
     [
         (["diffusion.sampler=ddim"], "does not apply to paradigm 'edm'"),
         (["diffusion.paradigm=ddpm"], "does not apply to paradigm 'ddpm'"),
-        (["diffusion.num_steps=0"], "must be >= 1"),
-        (["diffusion.sampler=rk4"], "unknown diffusion.sampler 'rk4'"),
-        (["diffusion.history=lstm"], "unknown diffusion.history"),
+        (["diffusion.num_steps=0"], r"'diffusion.num_steps' must be an integer in \[1, 1000\], got 0"),
+        (["diffusion.sampler=rk4"], "'diffusion.sampler' must be one of euler, .*got 'rk4'"),
+        (["diffusion.history=lstm"], "'diffusion.history' must be one of frame_stack, cross_attention, got 'lstm'"),
         (["diffusion.num_history=6"], "must equal diffusion.num_history"),
         (["training.nope=1"], "unknown config key 'training.nope'"),
-        (["training.epochs=many"], "expects int"),
+        (["training.epochs=many"], "'training.epochs' must be an integer"),
         (["env.game=Tetris2"], "Tetris2"),
     ],
 )
@@ -62,3 +62,81 @@ def test_valid_ddpm_combination_and_unknown_profile() -> None:
         build_config("huge")
     with pytest.raises(ConfigError, match="section.field=value"):
         parse_overrides(["no_equals_sign"])
+
+
+# ------------------------------------------------------------ every field: type enforced, range checked
+
+def config_fields(obj: object = None, prefix: str = "") -> list[tuple[str, type, str]]:
+    """(dotted key, owning dataclass, field name) of every leaf field of Config, sections walked."""
+    import dataclasses
+
+    from diamond.config import Config
+
+    obj = Config() if obj is None else obj
+    out = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out += config_fields(value, f"{prefix}{f.name}.")
+        else:
+            out.append((f"{prefix}{f.name}", type(obj), f.name))
+    return out
+
+
+FIELDS = config_fields()
+
+
+def test_every_config_field_has_a_declared_type_and_range() -> None:
+    """A field added without a rule in FIELD_RULES fails here (and cannot be set): ranges come with fields."""
+    from diamond.config import FIELD_RULES
+
+    missing = [key for key, owner, name in FIELDS if name not in FIELD_RULES.get(owner, {})]
+    assert not missing, f"fields without a rule in diamond/config.py FIELD_RULES: {missing}"
+    leaves = {(owner, name) for _, owner, name in FIELDS}
+    stale = [f"{owner.__name__}.{name}" for owner, rules in FIELD_RULES.items() for name in rules
+             if (owner, name) not in leaves]
+    assert not stale, f"rules for fields that do not exist: {stale}"
+
+
+def _refused(key: str, value: object) -> str:
+    with pytest.raises(ConfigError) as err:
+        build_config("smoke", {key: value})
+    message = str(err.value)
+    assert "\n" not in message and key in message, message
+    return message
+
+
+@pytest.mark.parametrize("key, owner, name", FIELDS, ids=[k for k, _, _ in FIELDS])
+def test_every_field_rejects_a_wrong_type_and_an_out_of_range_value(key: str, owner: type, name: str) -> None:
+    from diamond.config import FIELD_RULES
+    from diamond.fields import Bool
+
+    rule = FIELD_RULES[owner][name]
+    assert repr(rule.wrong_type()) in _refused(key, rule.wrong_type())
+    if isinstance(rule, Bool):  # true and false are its whole range
+        return
+    assert repr(rule.out_of_range()) in _refused(key, rule.out_of_range())
+
+
+@pytest.mark.parametrize("override, message", [
+    ("diffusion.edm.quantize=maybe", "'diffusion.edm.quantize' must be true or false, got 'maybe'"),
+    ("training.gamma=2", r"'training.gamma' must be a number in \[0, 1\], got 2"),
+    ("training.batch_size=-3", r"'training.batch_size' must be an integer in \[1, 65536\], got -3"),
+    ("denoiser.channels=abc", "'denoiser.channels' must be a list of 1 to 8 items"),
+    ("seed=1180591620717411303424", r"'seed' must be an integer in \[0, 1000000000\]"),
+    ("perf.device=tpu", "perf.device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+    ("denoiser.history_kwargs={encoder_channels: [8]}", "do not apply to diffusion.history 'frame_stack'"),
+    ("env.size=36", r"env.size \(36\) must be divisible by 8 for the 4 levels of denoiser"),
+    ("denoiser.channels=[65, 8, 8, 8]", "denoiser.channels 65 does not split into GroupNorm groups"),
+])
+def test_examples_of_the_bad_input_probes(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_config("smoke", [override])
+
+
+def test_numbers_yaml_reads_as_strings_are_numbers_and_config_files_obey_the_rules() -> None:
+    assert build_config("smoke", ["denoiser_optim.lr=3e-4"]).denoiser_optim.lr == 3e-4  # YAML 1.1: '3e-4' is a str
+    data = to_dict(build_config("smoke"))
+    data["training"]["gamma"] = 1.5
+    with pytest.raises(ConfigError, match="'training.gamma' must be a number in"):
+        from_dict(data)

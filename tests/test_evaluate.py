@@ -100,3 +100,53 @@ def test_evaluate_reads_a_trainer_checkpoint(tmp_path: Path) -> None:
     assert main(["--checkpoint", str(tmp_path / "last.pt"), "--game", "Breakout", "--episodes", "1",
                  "--profile", "smoke", "--out", str(out), "--set", *TINY]) == 0
     assert read_json(out / "result.json")["checkpoint_format"] == "diamond"
+
+
+def test_evaluate_never_overwrites_a_result_it_did_not_make(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--out obeys diamond.train's run-folder rules: another run's folder, a finished or unfinished training run,
+    and a locked folder are refused in one sentence with their files untouched; the same evaluation twice is done."""
+    from diamond.config import config_hash
+    from diamond.io import atomic_write_json
+    from diamond.rundir import hold_lock
+
+    ckpt = released_checkpoint(tmp_path / "Breakout.pt")
+    cfg = build_config("smoke", TINY, seed=0, **{"env.game": "Breakout"})
+
+    def evaluate(out: Path, episodes: int = 1) -> int:
+        return main(["--checkpoint", str(ckpt), "--official", "--game", "Breakout", "--episodes", str(episodes),
+                     "--profile", "smoke", "--out", str(out), "--set", *TINY])
+
+    def refused(out: Path, needle: str, code: int = 1) -> None:
+        before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+        assert evaluate(out) == code
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "\n" not in err and "Traceback" not in err, err
+        after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+        assert after == before, "a refused folder is left exactly as it was"
+
+    pong = tmp_path / "pong"  # a finished Pong run, as diamond.train leaves it
+    atomic_write_json(pong / "run.json", {"game": "Pong", "seed": 0, "profile": "smoke", "config_hash": "abc"})
+    atomic_write_json(pong / "result.json", {"game": "Pong", "seed": 0, "profile": "smoke", "score": 3.0})
+    (pong / "config.yaml").write_text("env: {game: Pong}\n")
+    refused(pong, "holds another run (game Pong seed 0 profile smoke): game 'Pong' on disk vs 'Breakout' requested")
+
+    trained = tmp_path / "trained"  # this very run, trained and finished: its result is not evaluate's to replace
+    atomic_write_json(trained / "result.json", {"game": "Breakout", "seed": 0, "profile": "smoke",
+                                                "config_hash": config_hash(cfg), "score": 1.0})
+    refused(trained, "already holds the result of a finished training run; diamond.evaluate never overwrites")
+
+    training = tmp_path / "training"  # this run, still training
+    (training / "checkpoints").mkdir(parents=True)
+    (training / "checkpoints" / "last.pt").write_bytes(b"weights")
+    refused(training, "holds a training run (checkpoints/, metrics.jsonl)")
+
+    out = tmp_path / "eval"
+    assert evaluate(out) == 0
+    capsys.readouterr()
+    result = (out / "result.json").read_bytes()
+    assert evaluate(out) == 0 and "this evaluation is already done (result.json); nothing to do" in capsys.readouterr().out
+    assert (out / "result.json").read_bytes() == result
+    refused_more = evaluate(out, episodes=2)
+    assert refused_more == 1 and "already holds the result of an evaluation of" in capsys.readouterr().err
+    with hold_lock(out):
+        refused(out, "is in use by pid", code=75)

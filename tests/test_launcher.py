@@ -176,7 +176,7 @@ def test_dry_run_table_totals(tmp_path: Path) -> None:
 
 def test_cluster_yaml(tmp_path: Path) -> None:
     example = load_cluster_config(REPO / "slurm" / "cluster.example.yaml")
-    assert example.gpus_per_node == 1 and example.setup and example.poll_s == 15
+    assert example.gpus_per_node is None and example.setup and example.poll_s == 15  # the profile decides
     assert example.source == REPO / "slurm" / "cluster.example.yaml"
     bad = tmp_path / "cluster.yaml"
     bad.write_text("partition: gpu\ngpus_per_nod: 2\n")

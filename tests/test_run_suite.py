@@ -57,7 +57,7 @@ def test_unknown_suite_profile_executor(argv: list[str], message: str, capsys: p
 
 @pytest.mark.parametrize("extra, message", [
     (["--games", "Breakout", "Pongg"], "Unknown Atari 100k game 'Pongg'. Did you mean Pong, Boxing? Valid games: Alien,"),
-    (["--seeds", "0"], "--seeds must be >= 1, got 0"),
+    (["--seeds", "0"], "--seeds must be between 1 and 100 (seeds per game), got 0"),
     (["--set", "training.epochs"], "is not of the form section.field=value"),
     (["--set", "training.epochz=3"], "unknown config key 'training.epochz'"),
 ])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from diamond.errors import RunFolderError, RunIdentityError, RunLockedError
+from diamond.errors import OSRefusedError, RunFolderError, RunIdentityError, RunLockedError
 from diamond.io import read_jsonl
 from diamond.rundir import IDENTITY_FILE, claim, hold_lock, lock_holder, record_identity, repair_metrics
 from tests.test_trainer import TINY
@@ -51,9 +51,10 @@ def test_a_file_or_an_unwritable_path_is_one_sentence(tmp_path: Path) -> None:
     with pytest.raises(RunFolderError, match=r"--out .*file is a file, not a run folder; choose another --out"):
         with claim(tmp_path / "file", ID):
             pass
-    with pytest.raises(RunFolderError, match=r"--out .*file/run cannot be written \(Not a directory\)"):
+    with pytest.raises(OSRefusedError, match=r"--out .*file/run cannot be written \(Not a directory\)") as err:
         with claim(tmp_path / "file" / "run", ID):
             pass
+    assert err.value.exit_code == 74, "the OS refused: the README's 74, as any OSError"
 
 
 def test_repair_keeps_exactly_the_checkpointed_epochs(tmp_path: Path) -> None:
@@ -65,6 +66,16 @@ def test_repair_keeps_exactly_the_checkpointed_epochs(tmp_path: Path) -> None:
     assert note is not None and "dropped 2 written after it and 1 torn line(s)" in note
     assert [r["epoch"] for r in read_jsonl(path)] == [1, 2]
     assert repair_metrics(path, upto=2) is None, "nothing to repair the second time"
+
+
+def test_repair_drops_binary_garbage_and_non_integer_epochs_as_torn_lines(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    good = [json.dumps({"epoch": e}) for e in (1, 2)]
+    path.write_bytes(("\n".join(good) + "\n").encode() + b"\x00\xff\xfe\x89PNG\x1a\n" + b'{"epoch": "x"}\n'
+                     + json.dumps({"epoch": 3}).encode() + b"\n")
+    note = repair_metrics(path, upto=2)
+    assert note is not None and "dropped 1 written after it and 2 torn line(s)" in note
+    assert [r["epoch"] for r in read_jsonl(path)] == [1, 2]
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
