@@ -32,7 +32,7 @@ EXIT_OS_ERROR = OSRefusedError.exit_code
 EXIT_INTERRUPTED = 130
 DEBUG_HELP = "--debug (or DIAMOND_DEBUG=1) also prints the traceback of an error; the exit status stays the same."
 
-# Every exit status of every CLI, from the error classes that produce them (README's table: tests/test_cli_errors.py).
+# Every exit status of every CLI, from the error classes that produce them (README's table: tests/test_bad_input.py).
 EXIT_STATUSES: dict[int, str] = {
     0: "success",
     KnownError.exit_code: "a known error: a bad or corrupt file, a refused run folder, a failed or blocked run, "
