@@ -41,7 +41,7 @@ from diamond.config import Config, ConfigError, build_config, from_dict
 from diamond.envs import num_actions
 from diamond.errors import KnownError, UsageError
 from diamond.io import read_yaml
-from diamond.play_session import KEYS, PlaySession, action_for_keys
+from diamond.play_session import KEYS, MAX_CONTEXT, PlaySession, action_for_keys
 
 PROG = "python -m diamond.play"
 STATIC = Path(__file__).with_name("play_static")
@@ -98,13 +98,15 @@ async def play_socket(ws: Any) -> None:
             start = time.perf_counter()
             if ctl.paused or session.over:
                 msg = await inbox.get()
-                if msg is None or not await _apply(ws, msg, ctl, session):
+                if msg is None:
                     return
+                await _apply(ws, msg, ctl, session)
                 continue
             while not inbox.empty():
                 msg = inbox.get_nowait()
-                if msg is None or not await _apply(ws, msg, ctl, session):
+                if msg is None:
                     return
+                await _apply(ws, msg, ctl, session)
             if not ctl.paused and not session.over:
                 await ws.send_json(await asyncio.to_thread(session.step, ctl.action(session.meanings)))
                 if player.fps > 0:
@@ -126,7 +128,7 @@ async def _read_messages(ws: Any, inbox: asyncio.Queue[dict[str, Any] | None]) -
         while True:
             try:
                 msg = json.loads(await ws.receive_text())
-            except (json.JSONDecodeError, KeyError):
+            except (json.JSONDecodeError, KeyError):  # KeyError: a binary message, which has no text
                 continue
             if isinstance(msg, dict):
                 await inbox.put(msg)
@@ -134,8 +136,8 @@ async def _read_messages(ws: Any, inbox: asyncio.Queue[dict[str, Any] | None]) -
         await inbox.put(None)
 
 
-async def _apply(ws: Any, msg: dict[str, Any], ctl: Controls, session: PlaySession) -> bool:
-    """Carry out one message of the page; False when the page should be dropped (never for a bad value)."""
+async def _apply(ws: Any, msg: dict[str, Any], ctl: Controls, session: PlaySession) -> None:
+    """Carry out one message of the page and confirm the resulting state; a bad value is an error message."""
     kind = msg.get("type")
     try:
         if kind == "keys":
@@ -151,17 +153,16 @@ async def _apply(ws: Any, msg: dict[str, Any], ctl: Controls, session: PlaySessi
             ctl.policy = bool(msg.get("on"))
         elif kind == "restart":
             context = msg.get("context")
-            context = session.context + 1 if not isinstance(context, int) or context < 0 else context
+            context = session.context + 1 if not isinstance(context, int) else context
             await ws.send_json(await asyncio.to_thread(session.restart, context))
         elif kind == "settings":
             session.configure(int(msg.get("num_steps", session.num_steps)), msg.get("sampler", session.sampler))
         else:
-            return True
+            return
         await ws.send_json({"type": "state", "paused": ctl.paused, "policy": ctl.policy, "num_steps": session.num_steps,
                             "sampler": session.sampler, "over": session.over})
     except (TypeError, ValueError) as e:
         await ws.send_json({"type": "error", "message": str(e)})
-    return True
 
 
 def make_app(player: Player) -> Any:
@@ -283,8 +284,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if (args.profile != "paper" or args.overrides or args.official) and args.run is not None:
         raise UsageError("--profile, --set and --official describe a --checkpoint; a --run folder has its own config.")
-    if not 0 <= args.port <= 65535 or args.context < 0 or (args.fps is not None and args.fps < 0):
-        raise UsageError("--port must be 0..65535, --context >= 0 and --fps >= 0.")
+    if not 0 <= args.port <= 65535 or not 0 <= args.context <= MAX_CONTEXT or (args.fps is not None and args.fps < 0):
+        raise UsageError(f"--port must be 0..65535, --context 0..{MAX_CONTEXT} and --fps >= 0.")
     return args
 
 

@@ -25,6 +25,7 @@ from diamond.world_model import burn_in
 
 KEYS = ("up", "down", "left", "right", "fire")  # what the page sends: arrows / WASD and Space
 MAX_STEPS = 50  # denoising steps the page may ask for
+MAX_CONTEXT = 2**31 - 1  # a context number seeds the emulator, which takes 31-bit seeds
 WARMUP_MAX = 60  # a new context starts after 0..60 random real steps past the first L frames, so contexts differ
 _MODEL_LOCK = threading.Lock()  # pages share one agent; a step sets its sampler, samples, restores it
 
@@ -95,6 +96,8 @@ class PlaySession:
     def restart(self, context: int) -> dict[str, Any]:
         """Reset the emulator (seeded by `context`), play random actions to a random point, and take its last
         L frames and actions as the shared start; burn in R_ψ and the policy on them (as imagination does)."""
+        if not 0 <= context <= MAX_CONTEXT:
+            raise ValueError(f"a context number is 0..{MAX_CONTEXT}, got {context}")
         L = self.agent.world_model.num_history
         rng = np.random.default_rng(context)
         self.context, self.t, self.over = context, 0, False
@@ -119,7 +122,6 @@ class PlaySession:
             self.ac_state, self.re_state = burn_in(self.agent.actor_critic, self.agent.reward_end,
                                                    self.hist_obs, self.hist_act)
         self.memory = None  # the world model's memory of frames before the window (diamond/registry.py)
-        self.real = frames[-1]
         return self._frame(frames[-1], frames[-1], action=None, by="context", reward=0, end=False, real_reward=0.0,
                            step_s=0.0)
 
@@ -153,7 +155,7 @@ class PlaySession:
         self.hist_obs = torch.cat([self.hist_obs[:, 1:], nxt[:, None]], dim=1)
         self.hist_act = torch.cat([self.hist_act[:, 1:], self.hist_act[:, -1:]], dim=1)
         real, real_reward, _, truncated, info = self.env.step(action)
-        self.real, self.t = real, self.t + 1
+        self.t += 1
         self.over = bool(info["game_over"] or truncated)
         imagined = to_uint8(nxt[0]).cpu().numpy()
         return self._frame(imagined, real, action=action, by=by, reward=int(rl[0, 0].argmax()) - 1,

@@ -266,7 +266,8 @@ def browser_or_skip() -> Any:
     if chromium is None or driver is None or webdriver is None:
         missing = ", ".join(n for n, v in (("chromium", chromium), ("chromedriver", driver), ("selenium", webdriver))
                             if v is None)
-        reason = f"browser test skipped: {missing} not installed (apt-get install chromium chromium-driver; pip install selenium)"
+        reason = (f"browser test skipped: {missing} not installed (apt-get install chromium chromium-driver; "
+                  "pip install selenium)")
         warnings.warn(reason)
         pytest.skip(reason)
     import tempfile
@@ -330,27 +331,33 @@ def test_a_browser_plays_the_page(page: tuple[Any, str], tmp_path: Path) -> None
     def press(key: str) -> None:
         ActionChains(browser).send_keys(key).perform()
 
-    def src(id_: str) -> str:
-        return browser.find_element("id", id_).get_attribute("src")
+    def read_page() -> tuple[str, str, str, str, str]:
+        """Both frames, both step counters and the context, read at one instant."""
+        return tuple(browser.execute_script(
+            "const t = (id) => document.getElementById(id);"
+            "return [t('imagined').src, t('real').src, t('imagined-step').textContent, t('real-step').textContent,"
+            " t('shown-context').textContent];"))
 
     def restart(context: int) -> None:
         field = browser.find_element("id", "context")
-        field.clear()
-        field.send_keys(str(context), Keys.TAB)  # a changed context restarts from it
+        field.send_keys(Keys.CONTROL, "a")
+        field.send_keys(str(context), Keys.ENTER)  # Enter restarts from the context typed
         browser.execute_script("document.activeElement.blur()")
-        _wait(lambda: _text(browser, "imagined-step") == "0" and _text(browser, "real-step") == "0", "a restart")
+        _wait(lambda: read_page()[2:] == ("0", "0", str(context)), f"a restart from context {context}")
 
     def step_with(key: str) -> tuple[str, str]:
         t = int(_text(browser, "imagined-step"))
         press(key)
         _wait(lambda: int(_text(browser, "imagined-step")) == t + 1, "one step")
-        return src("imagined"), src("real")
+        imagined, real, t_imagined, t_real, _ = read_page()
+        assert t_imagined == t_real == str(t + 1)  # the two panels advance together
+        return imagined, real
 
     press("p")
     _wait(lambda: "paused" in _text(browser, "status"), "pause")
     restart(7)
-    start = src("imagined")
-    assert start == src("real")  # both panels start from the same real frame
+    start, start_real, *_ = read_page()
+    assert start == start_real  # both panels start from the same real frame
     panels = [step_with(Keys.ARROW_RIGHT) for _ in range(3)]
     assert _text(browser, "imagined-step") == _text(browser, "real-step") == "3"
     imagined, real = zip(*panels)  # each step changed both panels
@@ -374,6 +381,6 @@ def test_a_browser_plays_the_page(page: tuple[Any, str], tmp_path: Path) -> None
     Select(browser.find_element("id", "sampler")).select_by_value("heun")
     browser.execute_script("document.activeElement.blur()")
     step_with("n")
-    assert _text(browser, "sampling") == "2 heun denoising steps"
+    assert _text(browser, "sampling") == "2 heun denoising steps", _text(browser, "status")
     shot = tmp_path / "play.png"
     assert browser.save_screenshot(str(shot)) and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -56,7 +56,8 @@ function onFrame(msg) {
   $("real").src = msg.real;
   $("imagined-step").textContent = msg.t;
   $("real-step").textContent = msg.t;
-  $("context").value = msg.context;
+  $("shown-context").textContent = msg.context;
+  if (document.activeElement !== $("context")) $("context").value = msg.context;
   $("reward").textContent = msg.reward;
   $("end").textContent = msg.end ? "yes" : "no";
   $("real-reward").textContent = msg.real_reward;
@@ -107,9 +108,7 @@ function connect() {
     if (msg.type === "hello") onHello(msg);
     else if (msg.type === "frame") onFrame(msg);
     else if (msg.type === "state") {
-      paused = msg.paused; policy = msg.policy; over = msg.over;
-      $("num-steps").value = msg.num_steps;
-      if (msg.sampler) $("sampler").value = msg.sampler;
+      paused = msg.paused; policy = msg.policy; over = msg.over;  // the settings fields keep what was typed
       showState();
     } else if (msg.type === "error") setStatus(msg.message, true);
   };
@@ -152,7 +151,7 @@ $("pause").onclick = togglePause;
 $("step").onclick = () => step();
 $("policy").onclick = togglePolicy;
 $("restart").onclick = () => { $("context").value = Number($("context").value) + 1; restart(); };
-$("context").onchange = restart;
+$("context").addEventListener("keydown", (e) => { if (e.key === "Enter") restart(); });  // replay this context
 const settings = () => send({ type: "settings", num_steps: Number($("num-steps").value), sampler: $("sampler").value || null });
 $("num-steps").onchange = settings;
 $("sampler").onchange = settings;
