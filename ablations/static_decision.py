@@ -28,7 +28,7 @@ PROBE_EPSILON = 0.03  # the dataset's own ε (collect_static_dataset), so the pr
 DECISION_PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"probes": 4, "cf_horizon": 4, "policy_horizon": 8, "idm_steps": 30, "idm_heldout": 256,
               "reward_end_steps": 5, "bootstrap": 200},
-    "cpu": {"probes": 16, "cf_horizon": 8, "policy_horizon": 30, "idm_steps": 300, "reward_end_steps": 100},
+    "cpu": {"probes": 8, "cf_horizon": 6, "policy_horizon": 20, "idm_steps": 300, "reward_end_steps": 60},
 }
 
 
