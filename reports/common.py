@@ -16,14 +16,16 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from diamond.config import flatten
+from diamond.config import GAME_OVERRIDES, flatten
 from diamond.io import CorruptFileError, read_yaml
 from slurm.launcher import RunSpec
 
 PAPER_PROFILE = "paper"
 REPS_ENV = "DIAMOND_REPORT_REPS"  # one number for every bootstrap of a report (tests set it small)
 RUN_KEYS = ("run", "group", "run_dir")  # columns that come from the RunSpec, not from result.json
-IDENTITY_KEYS = ("env.game", "seed")  # config fields that differ between the runs of one grid by design
+# config fields that differ between the runs of one grid by design: game, seed and the per-game settings of
+# diamond.config.GAME_OVERRIDES (Freeway's collection temperature), so they never read as mixed experiments
+IDENTITY_KEYS = ("env.game", "seed", *sorted({key for keys in GAME_OVERRIDES.values() for key in keys}))
 
 
 @dataclass(frozen=True)
