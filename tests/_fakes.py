@@ -21,3 +21,17 @@ class TinyLPIPS(nn.Module):
 
     def forward(self, x, y):
         return ((x - y) ** 2).mean(dim=(1, 2, 3))
+
+
+def fake_slurm_commands(tmp_path, monkeypatch, sinfo_rc: int):
+    """`sbatch` (exit 0) and `sinfo` (exit `sinfo_rc`) scripts first on PATH: a machine with Slurm's packages,
+    whose controller answers (0) or not (1). Returns their folder."""
+    import os
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, rc in (("sbatch", 0), ("sinfo", sinfo_rc)):
+        (bin_dir / name).write_text(f"#!/bin/sh\nexit {rc}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return bin_dir

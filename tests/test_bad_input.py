@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests._fakes import fake_slurm_commands
+
 import diamond.evaluate as evaluate
 import diamond.train as train
 import run_suite
@@ -30,16 +32,7 @@ CLI_MODULES = ("diamond.train", "diamond.evaluate", "diamond.bench", "run_suite"
                "diamond.official", "diamond.data", "diamond.io", "diamond.registry", "diamond.play")
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
-    monkeypatch.delenv("DIAMOND_DEBUG", raising=False)
-
-
-def one_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
+from tests.test_cli_errors import _restore_pythonpath, one_line  # noqa: E402,F401 (an autouse fixture, shared)
 
 
 # ---------------------------------------------------------------- docs that disagree with the code
@@ -194,12 +187,7 @@ def test_unreachable_controller_is_named_not_a_setting() -> None:
 
 
 def test_explicit_slurm_with_a_silent_controller_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, rc in (("sbatch", 0), ("sinfo", 1)):
-        (bin_dir / name).write_text(f"#!/bin/sh\nexit {rc}\n")
-        (bin_dir / name).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    bin_dir = fake_slurm_commands(tmp_path, monkeypatch, sinfo_rc=1)
     with pytest.raises(KnownError, match="the Slurm controller does not answer `sinfo`") as err:
         run_suite.check_executor("slurm")
     assert err.value.exit_code == 1

@@ -16,6 +16,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+from tests._fakes import fake_slurm_commands
 import submitit
 
 from diamond.errors import KnownError, RunLockedError
@@ -436,12 +438,7 @@ def test_local_launch_prints_progress_of_running_runs(tmp_path: Path, capsys: py
 def test_auto_is_local_when_slurm_is_installed_but_no_controller_answers(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Slurm's packages on a machine outside any cluster: sbatch exists, sinfo fails, so `auto` runs locally."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, rc in (("sbatch", 0), ("sinfo", 1)):
-        (bin_dir / name).write_text(f"#!/bin/sh\nexit {rc}\n")
-        (bin_dir / name).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    bin_dir = fake_slurm_commands(tmp_path, monkeypatch, sinfo_rc=1)
     assert resolve_kind("auto") == "local"
     (bin_dir / "sinfo").write_text("#!/bin/sh\nexit 0\n")
     assert resolve_kind("auto") == "slurm"
