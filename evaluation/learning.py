@@ -89,19 +89,19 @@ def diagnostics_table(metrics: pd.DataFrame, late_fraction: float = 0.5) -> pd.D
         g = lambda k: mean.get(k, float("nan"))  # noqa: E731
         t = lambda k: total.get(k, 0.0)  # noqa: E731
         row = {
-            "game": game, "wm MSE": g("diag/wm_mse"), "copy-last MSE": g("diag/copy_last_mse"),
-            "wm / copy": g("diag/wm_over_copy"),
-            "reward precision": _ratio(t("diag/reward_tp"), t("diag/reward_tp") + t("diag/reward_fp")),
-            "reward recall": _ratio(t("diag/reward_tp"), t("diag/reward_tp") + t("diag/reward_fn")),
-            "reward events": t("diag/reward_tp") + t("diag/reward_fn"),
-            "P(reward | reward)": g("diag/reward_p_event"), "P(reward | none)": g("diag/reward_p_nonevent"),
-            "end precision": _ratio(t("diag/end_tp"), t("diag/end_tp") + t("diag/end_fp")),
-            "end recall": _ratio(t("diag/end_tp"), t("diag/end_tp") + t("diag/end_fn")),
-            "imagined reward/step": g("imagination/reward_mean"), "real reward/step": g("collect/reward_rate"),
-            "imagined end/step": g("imagination/end_rate"), "real end/step": g("collect/end_rate"),
-            "policy entropy": g("actor_critic/entropy"),
+            "game": game, "wm MSE": g("diag/wm_mse"), "copy MSE": g("diag/copy_last_mse"),
+            "wm/copy": g("diag/wm_over_copy"),
+            "rew prec": _ratio(t("diag/reward_tp"), t("diag/reward_tp") + t("diag/reward_fp")),
+            "rew rec": _ratio(t("diag/reward_tp"), t("diag/reward_tp") + t("diag/reward_fn")),
+            "rew events": t("diag/reward_tp") + t("diag/reward_fn"),
+            "P(rew|rew)": g("diag/reward_p_event"), "P(rew|none)": g("diag/reward_p_nonevent"),
+            "end prec": _ratio(t("diag/end_tp"), t("diag/end_tp") + t("diag/end_fp")),
+            "end rec": _ratio(t("diag/end_tp"), t("diag/end_tp") + t("diag/end_fn")),
+            "imag rew/step": g("imagination/reward_mean"), "real rew/step": g("collect/reward_rate"),
+            "imag end/step": g("imagination/end_rate"), "real end/step": g("collect/end_rate"),
+            "entropy": g("actor_critic/entropy"),
         }
         if "diag/reward_p_event" not in late:  # runs made before these were logged
-            del row["P(reward | reward)"], row["P(reward | none)"]
+            del row["P(rew|rew)"], row["P(rew|none)"]
         rows.append(row)
     return pd.DataFrame(rows)

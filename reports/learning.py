@@ -73,10 +73,12 @@ def learning_section(report: Report, results: pd.DataFrame, out: Path, reps: int
     report.table(diag, "diagnostics", float_fmt="{:.3g}",
                  caption="Second half of training, per game (seeds pooled). World model: one-step MSE (pixels in "
                          "[-1, 1]) on real transitions collected in that epoch, before any learner trained on them, "
-                         "against copying the last frame (wm / copy < 1: the model predicts dynamics). Reward/end "
-                         "model: precision and recall of non-zero rewards (sign must match) and of terminations on "
-                         "the same held-out transitions. Imagined vs real: reward and termination per step of the "
-                         "current policy in imagination and in the real environment (sign-clipped rewards).")
+                         "against copying the last frame (wm/copy < 1: the model predicts dynamics). Reward/end "
+                         "model (R_ψ): precision and recall of its most likely class for non-zero rewards (sign must "
+                         "match) and terminations on the same held-out transitions, and, where logged, the mean "
+                         "probability it gives a reward on reward and on no-reward transitions. Imagined vs real: "
+                         "reward and termination per step of the current policy in imagination and in the real "
+                         "environment (sign-clipped rewards); entropy: of the policy in imagination.")
     if "diag/wm_over_copy" in metrics:
         report.figure(plots.plot_diagnostics(metrics, out / "figures" / "diagnostics.png"),
                       caption="Diagnostics against environment steps, seeds averaged.")

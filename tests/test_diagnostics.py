@@ -132,7 +132,7 @@ def test_diagnostics_table_pools_event_counts_over_the_second_half() -> None:
              "diag/reward_fn": 0.0, "diag/wm_over_copy": 0.5, "collect/reward_rate": 0.1} for s in (0, 1)
             for e in (1, 2, 3, 4)]
     table = diagnostics_table(pd.DataFrame(rows)).iloc[0]
-    assert table["reward precision"] == 1.0 and table["reward events"] == 4 and table["wm / copy"] == 0.5
+    assert table["rew prec"] == 1.0 and table["rew events"] == 4 and table["wm/copy"] == 0.5
 
 
 def test_a_run_writes_diagnostics_learning_curve_and_random_baseline(tmp_path: Path) -> None:
