@@ -19,7 +19,7 @@ Schedule choices, per profile (`PROFILE_SETTINGS`):
   batch size of Table 3 (32). Rollouts to t = 1000 for n ∈ {1, 2, 3, 5, 10} (Figure 3).
 - small: the same 100k-frame dataset (collection takes minutes on a CPU; the data then match the
   paper's), 5k updates (minutes on one GPU), the full rollout protocol.
-- cpu: the whole suite on a 2-core CPU in well under 1.5 hours (profile `cpu` of diamond/config.py: a
+- cpu: the whole suite on a 2-core CPU in well under 1.5 hours (profile `cpu` of diamond/profiles.py: a
   0.49 M-parameter U-Net [16, 16, 32, 32], one block per level, no bottleneck attention, batch 16, lr 1e-3).
   The three models train at once, one thread each. Measured here, three runs at once: 2.0 updates/s for a
   one-prediction arm and 1.2 for the chained arm (two predictions per update) on a quiet machine, 1.2 and

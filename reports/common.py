@@ -24,7 +24,7 @@ PAPER_PROFILE = "paper"
 REPS_ENV = "DIAMOND_REPORT_REPS"  # one number for every bootstrap of a report (tests set it small)
 RUN_KEYS = ("run", "group", "run_dir")  # columns that come from the RunSpec, not from result.json
 # config fields that differ between the runs of one grid by design: game, seed and the per-game settings of
-# diamond.config.GAME_OVERRIDES (Freeway's collection temperature), so they never read as mixed experiments
+# diamond.profiles.GAME_OVERRIDES (Freeway's collection temperature), so they never read as mixed experiments
 IDENTITY_KEYS = ("env.game", "seed", *sorted({key for keys in GAME_OVERRIDES.values() for key in keys}))
 
 
