@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import socket
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TypeVar
@@ -116,12 +117,18 @@ def lock_holder(run_dir: Path) -> str | None:
     return None
 
 
-def _holder_text(path: Path) -> str:
-    try:
-        holder = json.loads(path.read_text(encoding="utf-8") or "{}")
-    except (OSError, ValueError):
-        holder = {}
-    return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
+def _holder_text(path: Path, wait_s: float = 2.0) -> str:
+    """The holder writes its pid just after taking the lock: a reader that lands in between waits for it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            holder = json.loads(path.read_text(encoding="utf-8") or "{}")
+        except (OSError, ValueError):
+            holder = {}
+        holder = holder if isinstance(holder, dict) else {}
+        if "pid" in holder or time.monotonic() >= deadline:
+            return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
+        time.sleep(0.02)
 
 
 @contextmanager

@@ -373,7 +373,8 @@ def test_a_browser_plays_the_page(page: tuple[Any, str], tmp_path: Path) -> None
     _wait(lambda: int(_text(browser, "imagined-step")) >= 5, "the running game")
     press("p")
     _wait(lambda: "paused" in _text(browser, "status"), "pause")
-    assert _text(browser, "imagined-step") == _text(browser, "real-step") and _text(browser, "by") == "policy"
+    page = read_page()  # both counters at one instant: a frame in flight at the pause may still land
+    assert page[2] == page[3] and _text(browser, "by") == "policy"
     assert float(_text(browser, "fps")) > 0
     steps = browser.find_element("id", "num-steps")
     steps.clear()
