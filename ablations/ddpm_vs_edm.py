@@ -6,31 +6,44 @@ each number of denoising steps n.
 
 Arms (`ARMS`). The Figure 3 pair, EDM and DDPM, differ in the paradigm only (a test compares their resolved
 configs): both make one prediction per training segment, Algorithm 1 as printed (the released `ddpm`
-branch does the same). A third arm, EDM with two chained predictions per segment (the released `main`
-branch: the second prediction is conditioned on the first one's denoised estimate), separates the effect
-of the paradigm from the effect of chained training. Samplers: EDM uses Euler (the paper's sampler);
-DDPM uses ancestral sampling, because the released `ddpm` branch steps diffusers' DDPMScheduler, the
-ancestral posterior step, which clips the x0 estimate to [-1, 1] at each step; the final frame is
-quantised to 8 bits (diamond/diffusion/paradigms.py, `DDPMConfig.quantize_each_step` = False).
+branch does the same), and both train WITHOUT offset noise (`diffusion.edm.sigma_offset_noise` = 0, DDPM's
+`diffusion.ddpm.offset_noise` = 0): the authors state that the paper's EDM vs DDPM comparison was run with
+zero offset noise (eloialonso/diamond issue #36), while the released agent uses 0.3 (the `paper` profile's
+default for the agent, docs/fidelity.md). The suite sets both keys itself (no --set may change them); the
+released 0.3 is the arm "EDM offset 0.3", everything else equal to EDM, so its effect is measured. A fourth
+arm, EDM with two chained predictions per segment (the released `main` branch: the second prediction is
+conditioned on the first one's denoised estimate), separates the effect of the paradigm from the effect of
+chained training. Samplers: EDM uses Euler (the paper's sampler); DDPM uses ancestral sampling, because the
+released `ddpm` branch steps diffusers' DDPMScheduler, the ancestral posterior step, which clips the x0
+estimate to [-1, 1] at each step; the final frame is quantised to 8 bits (diamond/diffusion/paradigms.py,
+`DDPMConfig.quantize_each_step` = False).
+
+Seeds: --seeds N (default 2) training seeds for the paradigm pair; the other arms train the profile's
+`extra_seeds` of them (None: N). The report's tests use the spread between seeds (reports/ddpm_vs_edm_text.py).
+
+Every model is also measured for the report's explanation of the EDM n >= 2 drift: the held-out denoising
+error at each noise level its sampler visits (evaluation/sigma_curve.py) and rollouts at n = 3 with the
+sampler's last noise level raised (`SIGMA_MIN_VARIANTS`; EDM only, DDPM has no sigma_min).
 
 Schedule choices, per profile (`PROFILE_SETTINGS`):
 - paper: 100k frames (§5.1). The paper does not give the number of updates for this study; we use
   120k updates, the schedule of its other static-dataset world models (App. J.3), at the Atari
-  batch size of Table 3 (32). Rollouts to t = 1000 for n ∈ {1, 2, 3, 5, 10} (Figure 3).
+  batch size of Table 3 (32). Rollouts to t = 1000 for n ∈ {1, 2, 3, 5, 10} (Figure 3). All four arms.
 - small: the same 100k-frame dataset (collection takes minutes on a CPU; the data then match the
   paper's), 5k updates (minutes on one GPU), the full rollout protocol.
-- cpu: the whole suite on a 2-core CPU in well under 1.5 hours (profile `cpu` of diamond/profiles.py: a
+- cpu: the whole suite on a 2-core CPU in about 2 hours (profile `cpu` of diamond/profiles.py: a
   0.49 M-parameter U-Net [16, 16, 32, 32], one block per level, no bottleneck attention, batch 16, lr 1e-3).
-  The three models train at once, one thread each. Measured here, three runs at once: 2.0 updates/s for a
-  one-prediction arm and 1.2 for the chained arm (two predictions per update) on a quiet machine, 1.2 and
-  0.65 with other jobs on it; a batch-16 denoiser call takes ~0.2 s. CPU_UPDATES updates (the issue's
-  reference model reached 33 dB one-step PSNR after 3.6k; the test loss still falls, noisily, at 2.4k) then
-  rollouts of 16 starts to t = 120 for every n (21 denoiser calls per step) and 16 clips per n.
+  Arms EDM, DDPM and EDM offset 0.3, two seeds each (six models; the chained arm's cpu result at the
+  released offset is kept in docs/results/ablation_ddpm_vs_edm-cpu/README.md). Measured here: 2.3 updates/s
+  for one run alone on one thread, ~1.5/s each with four at once on the two cores; a batch-16 denoiser call
+  takes 0.11 s alone. CPU_UPDATES updates (the test loss still falls, noisily, at 2.4k), then rollouts of 16
+  starts to t = 1000 for n ∈ {1, 3} (4,000 calls) and to t = 120 for n ∈ {2, 5, 10} and the sigma_min
+  variants (2,760 calls), 16 clips per n, and the decision metrics at n ∈ {1, 3}.
   No FID/FVD/LPIPS: an Inception call costs ~0.5 s per frame on this CPU (measured), ~40 minutes per model
   for 32 clips × 5 n, and FID from a few hundred frames is strongly biased anyway; the drift measures
   (evaluation/drift.py) stand in for it. The dataset is 50k frames (~50 s to collect), enough for 15 full
   expert games, so the expert's return is measured.
-- smoke: ~2k frames, 50 updates, rollouts to t = 30 for n ∈ {1, 3}, on a CPU in about a minute.
+- smoke: ~2k frames, 50 updates, rollouts to t = 30 for n = 1 and t = 10 for n = 3, on a CPU in minutes.
 GPU-hours are projections (collection and the cpu profile run on a CPU: 0): the paper run ≈ 120k updates
 × ~40 ms plus ~10 minutes of rollouts and clips.
 """
@@ -52,27 +65,40 @@ CPU_UPDATES = 2_400
 
 @dataclass(frozen=True)
 class Arm:
-    """One world model of the study: a paradigm, its own sampler, and the chained predictions per segment."""
+    """One world model of the study: a paradigm, its own sampler, the chained predictions per segment and the
+    offset noise of training (EDM: `sigma_offset_noise`, DDPM: `offset_noise`, the same per-channel constant)."""
 
     key: str  # run-name part
     label: str  # in the report
     paradigm: str
     sampler: str  # the paradigm's sampler, never a user override
     train_chain: int
+    offset_noise: float
 
     def overrides(self) -> list[str]:
         return [f"diffusion.paradigm={self.paradigm}", f"diffusion.sampler={self.sampler}",
-                f"diffusion.train_chain={self.train_chain}"]
+                f"diffusion.train_chain={self.train_chain}", f"diffusion.edm.sigma_offset_noise={self.offset_noise}",
+                f"diffusion.ddpm.offset_noise={self.offset_noise}"]
 
 
+PAPER_OFFSET = 0.0  # the authors: Figure 3 was run without offset noise (eloialonso/diamond issue #36)
+RELEASED_OFFSET = 0.3  # the released agent's sigma_offset_noise (docs/fidelity.md)
 ARMS: tuple[Arm, ...] = (
-    Arm("edm", "EDM", "edm", "euler", 1),
-    Arm("ddpm", "DDPM", "ddpm", "ddpm_ancestral", 1),
-    Arm("edm-chain2", "EDM chained", "edm", "euler", 2),
+    Arm("edm", "EDM", "edm", "euler", 1, PAPER_OFFSET),
+    Arm("ddpm", "DDPM", "ddpm", "ddpm_ancestral", 1, PAPER_OFFSET),
+    Arm("edm-offset", "EDM offset 0.3", "edm", "euler", 1, RELEASED_OFFSET),
+    Arm("edm-chain2", "EDM chained", "edm", "euler", 2, PAPER_OFFSET),
 )
+ARM_BY_KEY = {arm.key: arm for arm in ARMS}
 PARADIGM_PAIR = ("edm", "ddpm")  # Figure 3: equal terms, the paradigm alone differs
+OFFSET_PAIR = ("edm", "edm-offset")  # the released agent's offset noise, everything else equal
 CHAIN_PAIR = ("edm", "edm-chain2")  # the released main branch's chained training, paradigm fixed
-VARIED_KEYS = ("diffusion.paradigm", "diffusion.sampler", "diffusion.train_chain")
+VARIED_KEYS = ("diffusion.paradigm", "diffusion.sampler", "diffusion.train_chain", "diffusion.edm.sigma_offset_noise",
+               "diffusion.ddpm.offset_noise")
+# Rollouts of the same EDM model with the sampler's last noise level raised (Euler's last step is D(x; sigma_min)):
+# isolates what the final low-sigma denoiser call does to the frames (the report's drift explanation).
+SIGMA_MIN_VARIANTS = tuple({"label": f"n=3, σ_min={s:g}", "num_steps": 3, "paradigm": {"sigma_min": s}}
+                           for s in (0.05, 0.3))
 
 
 @dataclass(frozen=True)
@@ -88,6 +114,17 @@ class ProfileSettings:
     clips: int
     feature_networks: bool
     gpu_hours_per_model: float
+    arms: tuple[str, ...] = tuple(ARM_BY_KEY)
+    extra_seeds: int | None = None  # seeds of the arms outside the paradigm pair; None: as many as the pair
+    long_steps: tuple[int, ...] | None = None  # n rolled out to `horizon`; None: every n
+    short_horizon: int | None = None  # horizon of the other n and of the sampler variants
+    variants: tuple[dict, ...] = SIGMA_MIN_VARIANTS
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.arms) - set(ARM_BY_KEY))
+        if unknown or not set(PARADIGM_PAIR) <= set(self.arms):
+            raise ValueError(f"profile arms {list(self.arms)} must hold {list(PARADIGM_PAIR)} and only arms of "
+                             f"{list(ARM_BY_KEY)}.")
 
 
 PROFILE_SETTINGS: dict[str, ProfileSettings] = {
@@ -98,11 +135,13 @@ PROFILE_SETTINGS: dict[str, ProfileSettings] = {
                              checkpoint_every=1_000, horizon=1000, num_steps=(1, 2, 3, 5, 10), rollouts=8,
                              clips=64, feature_networks=True, gpu_hours_per_model=0.15),
     "cpu": ProfileSettings(num_frames=50_000, random_games=10, train_steps=CPU_UPDATES, warmup_steps=100,
-                           checkpoint_every=200, horizon=120, num_steps=(1, 2, 3, 5, 10), rollouts=16,
-                           clips=16, feature_networks=False, gpu_hours_per_model=0.0),
+                           checkpoint_every=200, horizon=1000, num_steps=(1, 2, 3, 5, 10), rollouts=16,
+                           clips=16, feature_networks=False, gpu_hours_per_model=0.0,
+                           arms=("edm", "ddpm", "edm-offset"), long_steps=(1, 3), short_horizon=120),
     "smoke": ProfileSettings(num_frames=2_000, random_games=2, train_steps=50, warmup_steps=5, checkpoint_every=25,
                              horizon=30, num_steps=(1, 3), rollouts=4, clips=4,
-                             feature_networks=False, gpu_hours_per_model=0.0),
+                             feature_networks=False, gpu_hours_per_model=0.0, extra_seeds=1, long_steps=(1,),
+                             short_horizon=10),
 }
 
 
@@ -134,6 +173,26 @@ def model_overrides(opts: SuiteOptions, arm: Arm) -> list[str]:
             *arm.overrides()]
 
 
+def arms_for(profile: str) -> list[Arm]:
+    return [ARM_BY_KEY[k] for k in settings_for(profile).arms]
+
+
+def seeds_of(arm: Arm, opts: SuiteOptions) -> range:
+    """The paradigm pair trains --seeds seeds (default 2); the other arms the profile's `extra_seeds` of them."""
+    s, seeds = settings_for(opts.profile), opts.seeds or SUITE.default_seeds
+    return range(seeds if arm.key in PARADIGM_PAIR or s.extra_seeds is None else min(seeds, s.extra_seeds))
+
+
+def protocol_for(profile: str) -> dict:
+    """The evaluation protocol of every model (ablations/static_wm.ProtocolSettings fields)."""
+    s = settings_for(profile)
+    return {"horizon": s.horizon, "num_steps": list(s.num_steps), "rollouts": s.rollouts, "clips": s.clips,
+            "feature_networks": s.feature_networks, "decision": decision_protocol(profile),
+            "long_steps": None if s.long_steps is None else list(s.long_steps), "short_horizon": s.short_horizon,
+            "variants": [dict(v) for v in s.variants], "sigma_curve": True,
+            "decision_steps": None if s.long_steps is None else list(s.long_steps)}
+
+
 def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
     """[dataset], then the arms × seeds on that dataset."""
     _check_options(opts)
@@ -142,8 +201,7 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
     dataset = RunSpec(name=f"dataset-{GAME}", run_dir=data_dir, entry="ablations.static_data:run",
                       kwargs={"game": GAME, "num_frames": s.num_frames, "seed": 0, "random_games": s.random_games},
                       gpu_hours=0.0, group="dataset")
-    protocol = {"horizon": s.horizon, "num_steps": list(s.num_steps), "rollouts": s.rollouts, "clips": s.clips,
-                "feature_networks": s.feature_networks, "decision": decision_protocol(opts.profile)}
+    protocol = protocol_for(opts.profile)
     models = [
         RunSpec(name=model_run_name(arm, seed), run_dir=opts.suite_dir(NAME) / model_run_name(arm, seed),
                 entry="ablations.static_wm:run",
@@ -152,7 +210,7 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
                         "checkpoint_every": s.checkpoint_every, "test_every": s.checkpoint_every,
                         "protocol": protocol, "seed": seed},
                 gpu_hours=s.gpu_hours_per_model, group=arm.key)
-        for arm in ARMS for seed in range(opts.seeds or 1)
+        for arm in arms_for(opts.profile) for seed in seeds_of(arm, opts)
     ]
     return [[dataset], models]
 
@@ -161,20 +219,22 @@ def report(opts: SuiteOptions) -> tuple[Path, Path]:
     from reports.ddpm_vs_edm import ArmRuns, build_report  # the report stack loads only when needed
 
     (dataset,), models = stages(opts)
-    labels = {arm.key: arm.label for arm in ARMS}
-    arms = [ArmRuns(arm.label, tuple(m for m in models if m.group == arm.key)) for arm in ARMS]
-    return build_report(opts.report_context(NAME), dataset, arms,
-                        paradigm_pair=tuple(labels[k] for k in PARADIGM_PAIR),
-                        chain_pair=tuple(labels[k] for k in CHAIN_PAIR))
+    arms = arms_for(opts.profile)
+    runs = [ArmRuns(arm.label, tuple(m for m in models if m.group == arm.key)) for arm in arms]
+    label = {arm.key: arm.label for arm in ARMS}
+    return build_report(opts.report_context(NAME), dataset, runs,
+                        paradigm_pair=tuple(label[k] for k in PARADIGM_PAIR),
+                        chain_pair=tuple(label[k] for k in CHAIN_PAIR),
+                        offset_pair=tuple(label[k] for k in OFFSET_PAIR))
 
 
 SUITE = Suite(
     name=NAME,
-    description="EDM vs DDPM world models (and EDM with chained training) on a static Breakout expert dataset: "
-                "long open-loop rollouts per n",
+    description="EDM vs DDPM world models (zero offset noise, as the paper ran them; EDM with the released 0.3 and "
+                "with chained training beside them) on a static Breakout expert dataset: long open-loop rollouts per n",
     paper_artefact="§5.1, Figure 3",
     stages=stages,
     report=report,
     default_games=(GAME,),
-    default_seeds=1,
+    default_seeds=2,
 )

@@ -32,13 +32,15 @@ from diamond.trainer import resolve_device
 from diamond.registry import build_world_model
 from ablations.static_decision import decision_metrics
 from evaluation.drift import reference_frames
+from evaluation.sigma_curve import denoising_error_vs_sigma, missing_fields, paradigm_fields, sampler_sigmas, \
+    variant_rollouts
 from evaluation.wm_protocol import (clip_metrics, error_table_times, load_feature_networks, num_parameters,
                                      rollout_vs_real)
 
 StepHook = Callable[[int], None]
 TEST_SEGMENT_SEED = 12345  # fixed test batches and noise: test losses are comparable across steps and runs
 TEST_BATCHES = 4  # held-out batches per test-loss evaluation
-ERRORS_FILE, FRAMES_FILE = "rollout_errors.csv", "rollout_frames.npz"
+ERRORS_FILE, FRAMES_FILE, VARIANTS_FILE = "rollout_errors.csv", "rollout_frames.npz", "variant_errors.csv"
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,11 @@ class ProtocolSettings:
     drift_frames: int = 2048  # real training frames the drift measures compare with (evaluation/drift.py); 0: off
     seed: int = 0
     decision: dict[str, Any] | None = None  # DecisionSettings fields (evaluation/decision_eval.py); None: not measured
+    decision_steps: tuple[int, ...] | None = None  # the n the decision metrics score; None: every n
+    long_steps: tuple[int, ...] | None = None  # the n rolled out to `horizon`; the others stop at short_horizon
+    short_horizon: int | None = None  # horizon of the n outside long_steps and of the sampler variants
+    variants: tuple[dict[str, Any], ...] = ()  # {"label", "num_steps", "paradigm": {field: value}}: same model
+    sigma_curve: bool = False  # held-out denoising error per noise level the sampler visits (evaluation/sigma_curve.py)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> ProtocolSettings:
@@ -64,15 +71,33 @@ class ProtocolSettings:
         unknown = sorted(set(values) - set(names))
         if unknown:
             raise ValueError(f"unknown protocol setting(s) {unknown}; valid: {', '.join(names)}")
-        for key in ("num_steps", "grid_times"):
+        for key in ("num_steps", "grid_times", "decision_steps", "long_steps"):
             if values.get(key) is not None:
                 values[key] = tuple(int(v) for v in values[key])
+        values["variants"] = tuple(dict(v) for v in values.get("variants") or ())
         settings = cls(**values)
         if (settings.horizon < 1 or settings.rollouts < 1 or not settings.num_steps or min(settings.num_steps) < 1
                 or settings.drift_frames < 0):
             raise ValueError(f"protocol needs horizon >= 1, rollouts >= 1, every n >= 1 and drift_frames >= 0; "
                              f"got {settings}")
+        for key in ("decision_steps", "long_steps"):
+            if not set(getattr(settings, key) or ()) <= set(settings.num_steps):
+                raise ValueError(f"protocol {key} {getattr(settings, key)} must be among num_steps {settings.num_steps}.")
+        if settings.short_horizon is not None and not 1 <= settings.short_horizon <= settings.horizon:
+            raise ValueError(f"protocol short_horizon must be in [1, horizon = {settings.horizon}], "
+                             f"got {settings.short_horizon}.")
+        if settings.long_steps is not None and settings.short_horizon is None:
+            raise ValueError("protocol long_steps needs short_horizon (the horizon of the other n).")
+        for v in settings.variants:
+            if set(v) != {"label", "num_steps", "paradigm"} or int(v["num_steps"]) < 1 or not isinstance(v["paradigm"], dict):
+                raise ValueError(f"protocol variant {v} needs exactly label, num_steps >= 1 and paradigm (a mapping).")
         return settings
+
+    def horizons(self) -> dict[int, int]:
+        """The shorter horizon of each n outside long_steps (rollout_vs_real's `horizons`)."""
+        if self.long_steps is None or self.short_horizon is None:
+            return {}
+        return {n: self.short_horizon for n in self.num_steps if n not in self.long_steps}
 
 
 def split_episodes(buffer: ReplayBuffer, test_fraction: float) -> tuple[ReplayBuffer, list[Any]]:
@@ -154,6 +179,14 @@ class StaticTrainer:
             torch.manual_seed(TEST_SEGMENT_SEED)
             return float(np.mean([self._loss(seg).item() for seg in self.test_batches]))
 
+    def held_out_frames(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The fixed held-out batches as training sees them: frames in [-1, 1] (padding 0) and actions."""
+        out = []
+        for seg in self.test_batches:
+            seg = seg.to_torch(self.device)
+            out.append((to_float(seg.obs) * seg.mask[:, :, None, None, None], seg.act))
+        return out
+
     def save(self) -> None:
         state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                  "scheduler": self.sched.state_dict(), "train_time": self.train_time, "rng": rng_state(self.rng)}
@@ -215,8 +248,25 @@ def _resolved_config(run_dir: Path, profile: str, overrides: Sequence[str], seed
     return cfg
 
 
+def sigma_curve(model: torch.nn.Module, settings: ProtocolSettings,
+                batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
+    """The held-out denoising error at every noise level the sampler visits (the main n and the variants)."""
+    if not settings.sigma_curve:
+        return {"skipped": "not asked for (protocol.sigma_curve is false)"}
+    if not hasattr(model, "denoise_at") or not batches:
+        return {"skipped": "this world model has no denoise_at, or there are no held-out batches"}
+    levels = set(sampler_sigmas(model.paradigm, settings.num_steps))
+    for variant in settings.variants:
+        if not missing_fields(model, variant["paradigm"]):
+            with paradigm_fields(model, variant["paradigm"]):
+                levels |= set(sampler_sigmas(model.paradigm, [variant["num_steps"]]))
+    curve = denoising_error_vs_sigma(model, batches, sorted(levels, reverse=True), seed=settings.seed)
+    return {"rows": curve.to_dict("records"), "frames": sum(len(b[0]) for b in batches)}
+
+
 def evaluate(model: torch.nn.Module, test: list[Any], settings: ProtocolSettings, run_dir: Path,
-             train: ReplayBuffer | None = None) -> dict[str, Any]:
+             train: ReplayBuffer | None = None,
+             sigma_batches: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> dict[str, Any]:
     """The reusable protocol on the held-out episodes; per-step errors and grid frames go to files.
 
     The drift measures compare imagined frames with real frames drawn from `train` (real frames that the
@@ -229,11 +279,17 @@ def evaluate(model: torch.nn.Module, test: list[Any], settings: ProtocolSettings
                  if train is not None and settings.drift_frames > 0 else None)
     errors, frames = rollout_vs_real(model, test, starts=settings.rollouts, horizon=settings.horizon,
                                      num_steps_list=settings.num_steps, keep_times=settings.grid_times,
-                                     lpips_net=lpips_net, seed=settings.seed, drift_reference=reference)
+                                     lpips_net=lpips_net, seed=settings.seed, drift_reference=reference,
+                                     horizons=settings.horizons())
     atomic_write_text(run_dir / ERRORS_FILE, errors.to_csv(index=False))
+    variants, skipped = variant_rollouts(model, test, settings.variants, starts=settings.rollouts,
+                                         horizon=settings.horizon, seed=settings.seed, drift_reference=reference,
+                                         short_horizon=settings.short_horizon or settings.horizon)
+    if variants is not None:
+        atomic_write_text(run_dir / VARIANTS_FILE, variants.to_csv(index=False))
     atomic_write(run_dir / FRAMES_FILE, lambda f: np.savez_compressed(f, **frames))
     horizon = int(errors["step"].max())
-    at = errors[errors["step"].isin(error_table_times(horizon))]
+    at = errors[errors["step"].isin({*error_table_times(horizon), *settings.horizons().values()})]
     kept = [k for k in ("mse", "psnr", "nn_mse", "static_mse") if k in at.columns]  # drift: when measured
     error_at = {s: {str(int(r["step"])): {k: r[k] for k in kept} for r in rows.to_dict("records")}
                 for s, rows in at.groupby("setting", sort=False)}
@@ -242,8 +298,11 @@ def evaluate(model: torch.nn.Module, test: list[Any], settings: ProtocolSettings
              for n in settings.num_steps}
     return {"rollouts": {"horizon": horizon, "horizon_requested": settings.horizon,
                          "horizon_capped": horizon < settings.horizon, "num_rollouts": len(frames["starts"]),
-                         "errors_file": ERRORS_FILE, "frames_file": FRAMES_FILE, "error_at": error_at},
-            "clips": clips}
+                         "errors_file": ERRORS_FILE, "frames_file": FRAMES_FILE, "error_at": error_at,
+                         "horizons": {f"n={n}": min(horizon, settings.horizons().get(n, horizon))
+                                      for n in settings.num_steps},
+                         "variants_file": None if variants is None else VARIANTS_FILE, "variants_skipped": skipped},
+            "clips": clips, "sigma_curve": sigma_curve(model, settings, sigma_batches)}
 
 
 @locked_run
@@ -275,10 +334,10 @@ def run(run_dir: str | Path, dataset_dir: str | Path, profile: str = "paper", ov
         print(f"{run_dir}: resuming at step {trainer.step} of {train_steps}")
     trainer.fit(train_steps, checkpoint_every, test_every, log_every, step_hook)
     start = time.perf_counter()
-    evaluation = evaluate(trainer.model, test, settings, run_dir, train)
+    evaluation = evaluate(trainer.model, test, settings, run_dir, train, trainer.held_out_frames())
     eval_time = time.perf_counter() - start
-    decision = decision_metrics(trainer.model, cfg, train, test, n_actions, summary["game"], settings.num_steps,
-                                settings.decision)
+    decision = decision_metrics(trainer.model, cfg, train, test, n_actions, summary["game"],
+                                settings.decision_steps or settings.num_steps, settings.decision)
     last = read_jsonl(trainer.metrics_path)[-1]
     result = {
         "game": summary["game"], "paradigm": cfg.diffusion.paradigm, "sampler": cfg.diffusion.sampler,

@@ -86,6 +86,13 @@ class WorldModel(nn.Module):
         return self.paradigm.finish(SAMPLERS[self.sampler](denoise, x, sigmas, generator=generator, **options))
 
     @torch.no_grad()
+    def denoise_at(self, obs_hist: Tensor, act_hist: Tensor, x: Tensor, sigma: float, state: Any = None) -> Tensor:
+        """D(x; sigma) given the history, exactly as the sampler calls it (evaluation/sigma_curve.py reads the
+        held-out denoising error per noise level through it)."""
+        cond = self._condition(obs_hist, act_hist, state)
+        return self.paradigm.denoise(self._inner, x, x.new_full((x.shape[0],), sigma), cond)
+
+    @torch.no_grad()
     def rollout(self, obs_hist: Tensor, actions: Tensor, num_steps: int | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Autoregressive open-loop rollout: L real frames + [B, L - 1 + T] actions → [B, T, 3, H, W]."""
         L = self.num_history

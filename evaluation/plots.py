@@ -184,7 +184,8 @@ def plot_per_game(scores: pd.DataFrame, path: str | Path, algorithms: Sequence[s
 
 
 def plot_error_vs_horizon(curves: pd.DataFrame, path: str | Path, x: str = "step", hue: str = "setting",
-                          value: str = "value", metric: str = "metric", logx: bool = False) -> Path:
+                          value: str = "value", metric: str = "metric", logx: bool = False,
+                          logy: bool = False) -> Path:
     """Compounding error: one line per setting over rollout step, one panel per metric, optional CI band.
 
     Input: tidy rows (setting, step, value) with optional `metric` (one panel each) and ci_low/ci_high.
@@ -209,6 +210,8 @@ def plot_error_vs_horizon(curves: pd.DataFrame, path: str | Path, x: str = "step
         ax.set_ylabel(value if panel is None else str(panel))
         if logx:
             ax.set_xscale("log")
+        if logy:
+            ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
     # outside the panels, right of the last one: inside, it hid the curves' start (where they differ most)

@@ -187,7 +187,8 @@ def rollout_vs_real(world_model: Any, episodes: Iterable[Any], *, starts: int, h
                     num_steps_list: Sequence[int], sampler: str | None = None,
                     generator: torch.Generator | None = None, keep_times: Sequence[int] | None = None,
                     lpips_net: nn.Module | None = None, seed: int = 0, copy_baseline: bool = True,
-                    drift_reference: np.ndarray | None = None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+                    drift_reference: np.ndarray | None = None,
+                    horizons: Mapping[int, int] | None = None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Compounding error of open-loop rollouts from `starts` common real contexts, for each n.
 
     With `copy_baseline`, the errors also hold the setting COPY_SETTING (num_steps = nfe = 0): the last
@@ -195,7 +196,10 @@ def rollout_vs_real(world_model: Any, episodes: Iterable[Any], *, starts: int, h
     (Breakout) has to beat before its drift means anything. With `drift_reference` (uint8 real frames
     [M, 3, H, W] that the rollouts do not start from), every setting also gets the drift columns of
     evaluation.drift (nn_mse, static_mse and their CIs), and the setting REAL_SETTING (the real
-    continuation itself, mse 0) gives their floor.
+    continuation itself, mse 0) gives their floor (both baselines come with `copy_baseline`).
+
+    `horizons` caps some n to a shorter horizon (the long one costs n network calls per step): their rollouts
+    start from the same contexts with the same noise, and their rows and kept frames stop there.
 
     The horizon is capped (with a warning) to the longest real trajectory; the effective horizon is
     the DataFrame's last step. Returns (errors: one row per setting and step 1..T with setting,
@@ -225,19 +229,20 @@ def rollout_vs_real(world_model: Any, episodes: Iterable[Any], *, starts: int, h
     with _sampler(world_model, sampler) as name:
         for n in num_steps_list:
             generator.set_state(noise_state)
-            gen = generate(world_model, real[:, :L], actions, n, generator, desc=f"rollout n={n}")
-            errors = _with_drift(compounding_error(real[:, L:], gen, lpips_net), gen, drift_reference)
+            h = min(horizon, int((horizons or {}).get(n, horizon)))
+            gen = generate(world_model, real[:, :L], actions[:, : L - 1 + h], n, generator, desc=f"rollout n={n}")
+            errors = _with_drift(compounding_error(real[:, L : L + h], gen, lpips_net), gen, drift_reference)
             errors.insert(0, "nfe", nfe_at(world_model, name, n))
             errors.insert(0, "num_steps", n)
             errors.insert(0, "setting", f"n={n}")
             tables.append(errors)
             with_start = np.concatenate([real[:, L - 1 : L], gen], axis=1)
-            frames[f"n={n}"] = with_start[:, times]
+            frames[f"n={n}"] = with_start[:, [t for t in times if t <= h]]  # the first times, up to h
     if copy_baseline:
         copies = np.repeat(real[:, L - 1 : L], horizon, axis=1)
         errors = _with_drift(compounding_error(real[:, L:], copies, lpips_net), copies, drift_reference)
         tables.append(errors.assign(setting=COPY_SETTING, num_steps=0, nfe=0))
-    if drift_reference is not None:
+    if copy_baseline and drift_reference is not None:
         errors = _with_drift(compounding_error(real[:, L:], real[:, L:]), real[:, L:], drift_reference)
         tables.append(errors.assign(setting=REAL_SETTING, num_steps=0, nfe=0))
     return pd.concat(tables, ignore_index=True), frames

@@ -17,7 +17,8 @@ from diamond.diffusion.paradigms import build_paradigm, quantize_8bit
 from diamond.world_model import WorldModel
 from ablations.registry import SuiteOptions, get_suite
 from evaluation.wm_protocol import COPY_SETTING, REAL_SETTING
-from reports.ddpm_vs_edm import expert_return, finding, summary_text
+from reports.ddpm_vs_edm import expert_return
+from reports.ddpm_vs_edm_text import finding, mean_curves, summary_text
 from slurm.launcher import launch
 
 torch.set_num_threads(1)
@@ -28,17 +29,27 @@ def test_grid_is_dataset_then_every_arm_on_it(tmp_path):
     opts = SuiteOptions(profile="paper", out=tmp_path, seeds=2)
     (dataset,), models = get_suite("ablation_ddpm_vs_edm").stages(opts)
     assert dataset.kwargs["num_frames"] == 100_000 and dataset.entry == "ablations.static_data:run"
-    assert [m.name for m in models] == ["wm-edm-Breakout-s0", "wm-edm-Breakout-s1", "wm-ddpm-Breakout-s0",
-                                        "wm-ddpm-Breakout-s1", "wm-edm-chain2-Breakout-s0", "wm-edm-chain2-Breakout-s1"]
+    assert [m.name for m in models] == [f"wm-{a}-Breakout-s{s}" for a in ("edm", "ddpm", "edm-offset", "edm-chain2")
+                                        for s in (0, 1)]
     for m in models:
         assert m.kwargs["dataset_dir"] == str(dataset.run_dir / "dataset")
         assert m.kwargs["protocol"]["horizon"] == 1000 and m.kwargs["protocol"]["num_steps"] == [1, 2, 3, 5, 10]
         assert m.kwargs["train_steps"] == models[0].kwargs["train_steps"] and m.gpu_hours > 0
-    assert models[2].kwargs["overrides"][-3:] == ["diffusion.paradigm=ddpm", "diffusion.sampler=ddpm_ancestral",
-                                                  "diffusion.train_chain=1"]
-    assert models[0].kwargs["overrides"][-3:] == ["diffusion.paradigm=edm", "diffusion.sampler=euler",
-                                                  "diffusion.train_chain=1"]
-    assert models[4].kwargs["overrides"][-1] == "diffusion.train_chain=2"
+    assert models[2].kwargs["overrides"][-5:-2] == ["diffusion.paradigm=ddpm", "diffusion.sampler=ddpm_ancestral",
+                                                    "diffusion.train_chain=1"]
+    assert models[0].kwargs["overrides"][-5:-2] == ["diffusion.paradigm=edm", "diffusion.sampler=euler",
+                                                    "diffusion.train_chain=1"]
+    assert models[6].kwargs["overrides"][-3] == "diffusion.train_chain=2"
+
+
+def test_cpu_profile_trains_two_seeds_of_every_arm_and_rolls_n_1_and_3_to_t_1000(tmp_path):
+    (_,), models = get_suite("ablation_ddpm_vs_edm").stages(SuiteOptions(profile="cpu", out=tmp_path))
+    assert [m.name for m in models] == [f"wm-{a}-Breakout-s{s}" for a in ("edm", "ddpm", "edm-offset") for s in (0, 1)]
+    protocol = static_wm.ProtocolSettings.from_dict(models[0].kwargs["protocol"])
+    assert protocol.horizon == 1000 and protocol.long_steps == (1, 3) and protocol.horizons() == {2: 120, 5: 120, 10: 120}
+    assert protocol.sigma_curve and len(protocol.variants) == 2 and protocol.decision_steps == (1, 3)
+    (_,), smoke = get_suite("ablation_ddpm_vs_edm").stages(SuiteOptions(profile="smoke", out=tmp_path, seeds=3))
+    assert [m.name for m in smoke].count("wm-edm-offset-Breakout-s0") == 1 and len(smoke) == 3 + 3 + 1 + 1
 
 
 def _flat(cfg) -> dict:
@@ -54,18 +65,27 @@ def _flat(cfg) -> dict:
 def test_figure3_arms_resolve_to_configs_that_differ_in_the_paradigm_only(tmp_path, profile):
     """What a run of each arm resolves to (static_wm.run_config, i.e. its config.yaml): EDM and DDPM differ in
     the paradigm (and its own sampler: Euler is not a DDPM sampler), both with one prediction per segment as
-    in Algorithm 1; the third arm is EDM with the released main branch's two chained predictions."""
+    in Algorithm 1 and both without offset noise (the paper's Figure 3 setting), although the profile's own
+    default is the released agent's 0.3; the offset arm differs from EDM in the offset noise only, the chained
+    arm in the chained predictions only."""
     opts = SuiteOptions(profile=profile, out=tmp_path, overrides=("training.batch_size=8",))
     (_,), models = get_suite("ablation_ddpm_vs_edm").stages(opts)
     configs = {m.group: _flat(static_wm.run_config(m.kwargs["profile"], m.kwargs["overrides"], m.kwargs["seed"],
-                                                   ddpm_vs_edm.GAME)) for m in models}
-    edm, ddpm, chained = configs["edm"], configs["ddpm"], configs["edm-chain2"]
+                                                   ddpm_vs_edm.GAME)) for m in models if m.kwargs["seed"] == 0}
+    base = _flat(static_wm.run_config(profile, [], 0, ddpm_vs_edm.GAME))
+    assert base["diffusion.edm.sigma_offset_noise"] == 0.3 and base["diffusion.ddpm.offset_noise"] == 0.3
+    edm, ddpm, offset = configs["edm"], configs["ddpm"], configs["edm-offset"]
     paradigm_keys = {"diffusion.paradigm", "diffusion.sampler"}
+    offset_keys = {"diffusion.edm.sigma_offset_noise", "diffusion.ddpm.offset_noise"}
     assert {k for k in edm if edm[k] != ddpm[k]} == paradigm_keys
     assert (edm["diffusion.paradigm"], ddpm["diffusion.paradigm"]) == ("edm", "ddpm")
+    assert all(c[k] == 0.0 for c in (edm, ddpm) for k in offset_keys)
+    assert {k for k in edm if edm[k] != offset[k]} == offset_keys and offset["diffusion.edm.sigma_offset_noise"] == 0.3
     assert edm["diffusion.train_chain"] == ddpm["diffusion.train_chain"] == 1
-    assert {k for k in edm if edm[k] != chained[k]} == {"diffusion.train_chain"}
-    assert chained["diffusion.train_chain"] == 2
+    if "edm-chain2" in configs:
+        chained = configs["edm-chain2"]
+        assert {k for k in edm if edm[k] != chained[k]} == {"diffusion.train_chain"}
+        assert chained["diffusion.train_chain"] == 2
     assert edm["training.batch_size"] == 8  # user overrides reach every arm alike
     assert edm["denoiser_optim.warmup_steps"] <= max(1, ddpm_vs_edm.settings_for(profile).train_steps // 10)
 
@@ -132,6 +152,8 @@ def test_grid_rejects_other_games_and_overrides_of_what_it_varies(tmp_path):
         suite.stages(SuiteOptions(profile="smoke", out=tmp_path, games=("Pong",)))
     with pytest.raises(ValueError, match="drop the override"):
         suite.stages(SuiteOptions(profile="smoke", out=tmp_path, overrides=("diffusion.sampler=heun",)))
+    with pytest.raises(ValueError, match="sets .*diffusion.edm.sigma_offset_noise.* itself"):
+        suite.stages(SuiteOptions(profile="smoke", out=tmp_path, overrides=("diffusion.edm.sigma_offset_noise=0.3",)))
 
 
 def _curves(drift: dict[tuple[str, int], float], half_ci: float = 0.001, mse: float = 0.01) -> pd.DataFrame:
@@ -164,6 +186,23 @@ def test_finding_appears_only_when_all_three_checks_hold():
     assert finding(_curves({("EDM", 1): 0.1}), ("EDM", "DDPM"), horizon=100)[1] is None
 
 
+def test_seed_spread_enters_the_test_two_seeds_that_disagree_are_not_more():
+    """mean_curves: the interval of an arm over seeds is the union of the seeds' CIs over rollouts, so 'more' needs
+    every seed of one arm above every seed of the other; one seed of DDPM at EDM's level voids check (a)."""
+    def rows(arm, n, seed, value):
+        return [{"arm": arm, "seed": seed, "num_steps": n, "nfe": n, "step": t, "mse": 0.01, "psnr": 20.0,
+                 "nn_mse": value, "nn_mse_ci_low": value - 0.001, "nn_mse_ci_high": value + 0.001} for t in (1, 100)]
+    base = [r for seed in (0, 1) for arm, n, v in (("EDM", 1, 0.004), ("EDM", 10, 0.004), ("DDPM", 10, 0.005))
+            for r in rows(arm, n, seed, v)]
+    agree = mean_curves(pd.DataFrame(base + rows("DDPM", 1, 0, 0.03) + rows("DDPM", 1, 1, 0.02)))
+    ddpm1 = agree[(agree["arm"] == "DDPM") & (agree["num_steps"] == 1) & (agree["step"] == 100)].iloc[0]
+    assert (ddpm1["nn_mse"], ddpm1["nn_mse_ci_low"], ddpm1["nn_mse_ci_high"]) == pytest.approx((0.025, 0.019, 0.031))
+    assert finding(agree, ("EDM", "DDPM"), horizon=100)[1] is True
+    disagree = mean_curves(pd.DataFrame(base + rows("DDPM", 1, 0, 0.03) + rows("DDPM", 1, 1, 0.0045)))
+    text, held = finding(disagree, ("EDM", "DDPM"), horizon=100)
+    assert held is False and "(a) at n = 1 DDPM drifts more than EDM" in text and "every seed" in text
+
+
 def test_summary_reads_copy_baseline_growth_and_chain_effect():
     curves = _curves({**PAPER_LIKE, ("EDM chained", 1): 0.006, ("EDM chained", 10): 0.005,
                       (COPY_SETTING, 0): 0.003}, mse=0.01)
@@ -191,10 +230,11 @@ def test_expert_return_says_why_it_is_missing():
 @pytest.mark.filterwarnings("ignore:invalid value encountered")  # CIs of an all-infinite PSNR
 def test_suite_end_to_end_at_smoke_scale(tmp_path, monkeypatch):
     tiny = dataclasses.replace(ddpm_vs_edm.PROFILE_SETTINGS["smoke"], num_frames=600, random_games=1,
-                               train_steps=4, warmup_steps=1, checkpoint_every=2, horizon=12, num_steps=(1, 3),
-                               rollouts=2, clips=2)
+                               train_steps=4, warmup_steps=1, checkpoint_every=2, horizon=12, num_steps=(1, 2),
+                               rollouts=2, clips=2, long_steps=(1,), short_horizon=10)
     monkeypatch.setitem(ddpm_vs_edm.PROFILE_SETTINGS, "smoke", tiny)
-    opts = SuiteOptions(profile="smoke", out=tmp_path / "runs", report_root=tmp_path / "reports", overrides=TINY)
+    opts = SuiteOptions(profile="smoke", out=tmp_path / "runs", report_root=tmp_path / "reports", overrides=TINY,
+                        seeds=1)
     suite = get_suite("ablation_ddpm_vs_edm")
     for stage in suite.stages(opts):
         outcome = launch(stage, "debug", log_dir=tmp_path / "logs", progress=False)
@@ -202,10 +242,12 @@ def test_suite_end_to_end_at_smoke_scale(tmp_path, monkeypatch):
     md, pdf = suite.report(opts)
     tables = opts.report_dir("ablation_ddpm_vs_edm") / "tables"
     error_at = pd.read_csv(tables / "error_at_t.csv")
-    arms = {"DDPM", "EDM", "EDM chained"}
-    expected = {(a, n) for a in arms for n in (1, 3)}
+    arms = {"DDPM", "EDM", "EDM offset 0.3", "EDM chained"}
+    expected = {(a, n) for a in arms for n in (1, 2)}
     assert set(zip(error_at["arm"], error_at["n"])) == expected | {(COPY_SETTING, 0)}
     assert list(error_at.columns[3:]) == ["t=1", "t=10", "t=12"]
+    n2 = error_at[error_at["n"] == 2]
+    assert (n2["t=12"] == "–").all() and (n2["t=10"] != "–").all()  # n = 2 stops at the short horizon
     drift = pd.read_csv(tables / "drift_nn_mse.csv")
     assert set(zip(drift["arm"], drift["n"])) == expected | {(COPY_SETTING, 0), (REAL_SETTING, 0)}
     short = pd.read_csv(tables / "short_horizon.csv")
@@ -214,14 +256,27 @@ def test_suite_end_to_end_at_smoke_scale(tmp_path, monkeypatch):
     assert set(zip(clips["arm"], clips["n"])) == expected and clips["FID"].isna().all()
     settings = pd.read_csv(tables / "settings.csv").set_index("setting")
     chain = settings.loc["chained predictions per segment"]
-    assert chain.astype(str).to_dict() == {"EDM": "1", "DDPM": "1", "EDM chained": "2"}
+    assert chain.astype(str).to_dict() == {"EDM": "1", "DDPM": "1", "EDM offset 0.3": "1", "EDM chained": "2"}
+    offsets = settings.loc["EDM offset noise σ_offset"].astype(float).to_dict()
+    assert offsets == {"EDM": 0.0, "DDPM": 0.0, "EDM offset 0.3": 0.3, "EDM chained": 0.0}
     assert str(settings.loc["warm-up steps", "EDM"]) == "1"
+    last = pd.read_csv(tables / "last_step.csv").set_index("arm")  # the cause section: EDM arms only
+    assert set(last.index) == {"EDM", "EDM offset 0.3", "EDM chained"}
+    assert last.loc["EDM", "c_skip"] == pytest.approx(1.0, abs=1e-4)
+    assert last.loc["EDM offset 0.3", "c_skip"] == pytest.approx(0.25 / (0.25 + 0.09 + 4e-6), rel=1e-6)
+    variants = pd.read_csv(tables / "sigma_min_variants.csv")
+    assert set(variants["arm"]) == {"EDM", "EDM offset 0.3", "EDM chained"}
+    assert {"n=3, σ_min=0.05", "n=3, σ_min=0.3"} <= set(variants.columns)
+    curve = pd.read_csv(tables / "sigma_curve.csv")
+    assert set(curve["arm"]) == arms and (curve["mse"] >= 0).all()
     text = md.read_text()
-    assert "Profile **smoke**" in text and "Test of the paper's finding" in text
-    for figure in ("rollout_grid.png", "error_vs_horizon_per_n_1.png", "error_vs_horizon_per_arm.png",
-                   "drift_per_n_1.png", "drift_per_arm.png"):
+    assert "Profile **smoke**" in text and "Test of the paper's finding" in text and "drift at t = 10" in text
+    assert "Why EDM drifts at n ≥ 2" in text and "at σ_min = 0.002 the preconditioning sees" in text
+    for figure in ("rollout_grid_1.png", "rollout_grid_2.png", "error_vs_horizon_per_n_1.png",
+                   "error_vs_horizon_per_arm.png", "drift_per_n_1.png", "drift_per_arm.png", "sigma_curve_mse.png",
+                   "sigma_curve_shift.png"):
         assert f"figures/{figure}" in text
     reader = PdfReader(pdf)
-    assert sum(len(page.images) for page in reader.pages) == 5
+    assert sum(len(page.images) for page in reader.pages) == 8
     pdf_text = " ".join(page.extract_text() for page in reader.pages)
     assert "DDPM" in pdf_text and "EDM" in pdf_text and "Figure 3" in pdf_text
