@@ -188,11 +188,14 @@ class Trainer:
         done_count = [0] * n_envs
         bar = tqdm(total=episodes, desc="evaluation", leave=False, dynamic_ncols=True)
         while len(returns) < episodes:
-            logits, _, state = ac(to_float(torch.from_numpy(obs).to(self.device)), state)
-            probs = torch.softmax(logits.float(), -1).cpu().numpy().astype(np.float64)
-            actions = np.array([self.rng.choice(self.num_actions, p=p / p.sum()) for p in probs])
-            explore = np.ones(n_envs, bool) if random_policy else self.rng.random(n_envs) < t.eval_epsilon
-            actions[explore] = self.rng.integers(self.num_actions, size=int(explore.sum()))
+            if random_policy:  # no network call: the baseline's actions do not depend on it
+                actions = self.rng.integers(self.num_actions, size=n_envs)
+            else:
+                logits, _, state = ac(to_float(torch.from_numpy(obs).to(self.device)), state)
+                probs = torch.softmax(logits.float(), -1).cpu().numpy().astype(np.float64)
+                actions = np.array([self.rng.choice(self.num_actions, p=p / p.sum()) for p in probs])
+                explore = self.rng.random(n_envs) < t.eval_epsilon
+                actions[explore] = self.rng.integers(self.num_actions, size=int(explore.sum()))
             obs, rew, term, trunc, _ = envs.step(actions)
             running += rew
             for i in np.flatnonzero(term | trunc):
@@ -201,7 +204,9 @@ class Trainer:
                     done_count[i] += 1
                     bar.update(1)
                 running[i] = 0.0
-                state = tuple(s.clone().index_fill_(0, torch.tensor([int(i)], device=s.device), 0.0) for s in state)
+                if state is not None:
+                    state = tuple(s.clone().index_fill_(0, torch.tensor([int(i)], device=s.device), 0.0)
+                                  for s in state)
         bar.close()
         envs.close()
         return returns
@@ -273,8 +278,7 @@ class Trainer:
         final = {"epoch": self.epoch, "env_steps": self.replay.num_steps, "eval/return": mean,
                  "eval/random_return": result["random_mean_return"], "final": True}
         append_jsonl(self.metrics_path, final)
-        tensorboard = getattr(self, "tensorboard", None) or TensorBoard(self.run_dir, self.cfg.training.tensorboard)
-        tensorboard.write(final, self.replay.num_steps)
-        tensorboard.close()
+        self.tensorboard.write(final, self.replay.num_steps)
+        self.tensorboard.close()
         atomic_write_json(self.result_path, result)
         return result

@@ -222,3 +222,21 @@ def test_whole_loop_beats_random_on_the_cue_game(tmp_path: Path) -> None:
     trained, random = result["mean_return"], result["random_mean_return"]
     print(f"cue game: trained {trained:.3f}, random {random:.3f}, wall {result['wall_time_s']:.0f} s")
     assert trained > max(3 * random, random + 1.0), (trained, random)
+
+
+def test_random_baseline_evaluation_never_calls_the_policy(tmp_path: Path) -> None:
+    """Trainer.evaluate(random_policy=True) plays uniform actions without a forward pass of the actor-critic (a
+    policy that raises would stop it), over the same quota of full games; its mean return is the uniform policy's
+    formula on the cue game."""
+    cfg = build_config("smoke", {"env.size": SIZE, "env.eval_max_episode_frames": 400, "training.eval_num_envs": 4})
+    trainer = Trainer(cfg, tmp_path / "run", env_factory=make_cue_env)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the random baseline called the actor-critic")
+
+    trainer.agent.actor_critic.forward = refuse
+    returns = trainer.evaluate(400, random_policy=True)
+    assert len(returns) == 400
+    assert np.mean(returns) == pytest.approx(random_policy_return(A, 20), abs=0.15)
+    with pytest.raises(AssertionError, match="called the actor-critic"):
+        trainer.evaluate(1)
