@@ -22,8 +22,9 @@ Seeds: --seeds N (default 2) training seeds for the paradigm pair; the other arm
 `extra_seeds` of them (None: N). The report's tests use the spread between seeds (reports/ddpm_vs_edm_text.py).
 
 Every model is also measured for the report's explanation of the EDM n >= 2 drift: the held-out denoising
-error at each noise level its sampler visits (evaluation/sigma_curve.py) and rollouts at n = 3 with the
-sampler's last noise level raised (`SIGMA_MIN_VARIANTS`; EDM only, DDPM has no sigma_min).
+error at each noise level its sampler visits (evaluation/sigma_curve.py) and rollouts of the same weights with
+one sampler setting changed (`SAMPLER_VARIANTS`; EDM only): stage 3, ablations/static_cause.py, which reads
+each trained model and never retrains one.
 
 Schedule choices, per profile (`PROFILE_SETTINGS`):
 - paper: 100k frames (§5.1). The paper does not give the number of updates for this study; we use
@@ -95,10 +96,14 @@ OFFSET_PAIR = ("edm", "edm-offset")  # the released agent's offset noise, everyt
 CHAIN_PAIR = ("edm", "edm-chain2")  # the released main branch's chained training, paradigm fixed
 VARIED_KEYS = ("diffusion.paradigm", "diffusion.sampler", "diffusion.train_chain", "diffusion.edm.sigma_offset_noise",
                "diffusion.ddpm.offset_noise")
-# Rollouts of the same EDM model with the sampler's last noise level raised (Euler's last step is D(x; sigma_min)):
-# isolates what the final low-sigma denoiser call does to the frames (the report's drift explanation).
-SIGMA_MIN_VARIANTS = tuple({"label": f"n=3, σ_min={s:g}", "num_steps": 3, "paradigm": {"sigma_min": s}}
-                           for s in (0.05, 0.3))
+# Rollouts of the same EDM weights with one sampler setting changed (ablations/static_cause.py), for the report's
+# explanation of the EDM n >= 2 drift: the last noise level raised (Euler's last step returns D(x; sigma_min)), and
+# the paper's starting noise N(0, sigma_max^2) instead of the released unit-variance noise (docs/fidelity.md), with
+# which the intermediate states of a multi-step sampler hold less noise than the level D is told.
+SAMPLER_VARIANTS = (
+    *({"label": f"n=3, σ_min={s:g}", "num_steps": 3, "paradigm": {"sigma_min": s}} for s in (0.05, 0.3)),
+    *({"label": f"n={n}, start N(0, σ_max²)", "num_steps": n, "paradigm": {"init_noise_scale": 5.0}} for n in (3, 10)),
+)
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,7 @@ class ProfileSettings:
     extra_seeds: int | None = None  # seeds of the arms outside the paradigm pair; None: as many as the pair
     long_steps: tuple[int, ...] | None = None  # n rolled out to `horizon`; None: every n
     short_horizon: int | None = None  # horizon of the other n and of the sampler variants
-    variants: tuple[dict, ...] = SIGMA_MIN_VARIANTS
+    variants: tuple[dict, ...] = SAMPLER_VARIANTS
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.arms) - set(ARM_BY_KEY))
@@ -189,12 +194,11 @@ def protocol_for(profile: str) -> dict:
     return {"horizon": s.horizon, "num_steps": list(s.num_steps), "rollouts": s.rollouts, "clips": s.clips,
             "feature_networks": s.feature_networks, "decision": decision_protocol(profile),
             "long_steps": None if s.long_steps is None else list(s.long_steps), "short_horizon": s.short_horizon,
-            "variants": [dict(v) for v in s.variants], "sigma_curve": True,
             "decision_steps": None if s.long_steps is None else list(s.long_steps)}
 
 
 def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
-    """[dataset], then the arms × seeds on that dataset."""
+    """[dataset], then the arms × seeds on that dataset, then the noise-level measurements of each trained model."""
     _check_options(opts)
     s = settings_for(opts.profile)
     data_dir = dataset_run_dir(opts)
@@ -212,15 +216,31 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
                 gpu_hours=s.gpu_hours_per_model, group=arm.key)
         for arm in arms_for(opts.profile) for seed in seeds_of(arm, opts)
     ]
-    return [[dataset], models]
+    causes = [
+        RunSpec(name=cause_run_name(m), run_dir=opts.suite_dir(NAME) / cause_run_name(m),
+                entry="ablations.static_cause:run",
+                kwargs={"model_dir": str(m.run_dir), "dataset_dir": m.kwargs["dataset_dir"], "profile": opts.profile,
+                        "overrides": m.kwargs["overrides"], "seed": m.kwargs["seed"], "num_steps": list(s.num_steps),
+                        "variants": [dict(v) for v in s.variants], "horizon": s.horizon,
+                        "short_horizon": s.short_horizon or s.horizon, "rollouts": s.rollouts},
+                gpu_hours=0.05 * (s.gpu_hours_per_model > 0), group=m.group)
+        for m in models
+    ]
+    return [[dataset], models, causes]
+
+
+def cause_run_name(model: RunSpec) -> str:
+    return "cause-" + model.name.removeprefix("wm-")
 
 
 def report(opts: SuiteOptions) -> tuple[Path, Path]:
     from reports.ddpm_vs_edm import ArmRuns, build_report  # the report stack loads only when needed
 
-    (dataset,), models = stages(opts)
+    (dataset,), models, causes = stages(opts)
     arms = arms_for(opts.profile)
-    runs = [ArmRuns(arm.label, tuple(m for m in models if m.group == arm.key)) for arm in arms]
+    cause_of = {m.name: c for m, c in zip(models, causes)}
+    runs = [ArmRuns(arm.label, tuple(m for m in models if m.group == arm.key),
+                    tuple(cause_of[m.name] for m in models if m.group == arm.key)) for arm in arms]
     label = {arm.key: arm.label for arm in ARMS}
     return build_report(opts.report_context(NAME), dataset, runs,
                         paradigm_pair=tuple(label[k] for k in PARADIGM_PAIR),

@@ -32,15 +32,14 @@ from diamond.trainer import resolve_device
 from diamond.registry import build_world_model
 from ablations.static_decision import decision_metrics
 from evaluation.drift import reference_frames
-from evaluation.sigma_curve import denoising_error_vs_sigma, missing_fields, paradigm_fields, sampler_sigmas, \
-    variant_rollouts
 from evaluation.wm_protocol import (clip_metrics, error_table_times, load_feature_networks, num_parameters,
                                      rollout_vs_real)
 
 StepHook = Callable[[int], None]
 TEST_SEGMENT_SEED = 12345  # fixed test batches and noise: test losses are comparable across steps and runs
 TEST_BATCHES = 4  # held-out batches per test-loss evaluation
-ERRORS_FILE, FRAMES_FILE, VARIANTS_FILE = "rollout_errors.csv", "rollout_frames.npz", "variant_errors.csv"
+ERRORS_FILE, FRAMES_FILE = "rollout_errors.csv", "rollout_frames.npz"
+TEST_FRACTION = 0.1  # of the dataset's steps, held out (split_episodes)
 
 
 @dataclass(frozen=True)
@@ -60,9 +59,7 @@ class ProtocolSettings:
     decision: dict[str, Any] | None = None  # DecisionSettings fields (evaluation/decision_eval.py); None: not measured
     decision_steps: tuple[int, ...] | None = None  # the n the decision metrics score; None: every n
     long_steps: tuple[int, ...] | None = None  # the n rolled out to `horizon`; the others stop at short_horizon
-    short_horizon: int | None = None  # horizon of the n outside long_steps and of the sampler variants
-    variants: tuple[dict[str, Any], ...] = ()  # {"label", "num_steps", "paradigm": {field: value}}: same model
-    sigma_curve: bool = False  # held-out denoising error per noise level the sampler visits (evaluation/sigma_curve.py)
+    short_horizon: int | None = None  # horizon of the n outside long_steps
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> ProtocolSettings:
@@ -74,7 +71,6 @@ class ProtocolSettings:
         for key in ("num_steps", "grid_times", "decision_steps", "long_steps"):
             if values.get(key) is not None:
                 values[key] = tuple(int(v) for v in values[key])
-        values["variants"] = tuple(dict(v) for v in values.get("variants") or ())
         settings = cls(**values)
         if (settings.horizon < 1 or settings.rollouts < 1 or not settings.num_steps or min(settings.num_steps) < 1
                 or settings.drift_frames < 0):
@@ -88,9 +84,6 @@ class ProtocolSettings:
                              f"got {settings.short_horizon}.")
         if settings.long_steps is not None and settings.short_horizon is None:
             raise ValueError("protocol long_steps needs short_horizon (the horizon of the other n).")
-        for v in settings.variants:
-            if set(v) != {"label", "num_steps", "paradigm"} or int(v["num_steps"]) < 1 or not isinstance(v["paradigm"], dict):
-                raise ValueError(f"protocol variant {v} needs exactly label, num_steps >= 1 and paradigm (a mapping).")
         return settings
 
     def horizons(self) -> dict[int, int]:
@@ -128,6 +121,16 @@ def load_dataset(directory: str | Path) -> tuple[ReplayBuffer, dict[str, Any]]:
     return ReplayBuffer.load(directory), read_json(summary_path)
 
 
+def held_out_segments(test: list[Any], batch_size: int, seq_len: int) -> list[Any]:
+    """The fixed held-out batches (TEST_BATCHES, seeded): the same in every run on the same data."""
+    test_buf = ReplayBuffer()
+    for ep in test:
+        test_buf.add_episode(ep)
+    rng = np.random.default_rng(TEST_SEGMENT_SEED)
+    return [sample_segments(test_buf, batch_size, seq_len, rng, pad="left", recency_weights=None)
+            for _ in range(TEST_BATCHES)]
+
+
 class StaticTrainer:
     """Denoiser-only training on fixed data, checkpointed and resumable."""
 
@@ -142,13 +145,7 @@ class StaticTrainer:
         self.opt = make_optimizer(self.model, cfg.denoiser_optim, cfg.perf.fused_adamw)
         self.sched = warmup_schedule(self.opt, cfg.denoiser_optim.warmup_steps)
         self.step, self.train_time = 0, 0.0
-        seq_len = self.model.segment_length
-        test_buf = ReplayBuffer()
-        for ep in test:
-            test_buf.add_episode(ep)
-        test_rng = np.random.default_rng(TEST_SEGMENT_SEED)
-        self.test_batches = [sample_segments(test_buf, cfg.training.batch_size, seq_len, test_rng, pad="left",
-                                             recency_weights=None) for _ in range(TEST_BATCHES)]
+        self.test_batches = held_out_segments(test, cfg.training.batch_size, self.model.segment_length)
 
     def _loss(self, seg: Any) -> torch.Tensor:
         seg = seg.to_torch(self.device)
@@ -178,14 +175,6 @@ class StaticTrainer:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(TEST_SEGMENT_SEED)
             return float(np.mean([self._loss(seg).item() for seg in self.test_batches]))
-
-    def held_out_frames(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The fixed held-out batches as training sees them: frames in [-1, 1] (padding 0) and actions."""
-        out = []
-        for seg in self.test_batches:
-            seg = seg.to_torch(self.device)
-            out.append((to_float(seg.obs) * seg.mask[:, :, None, None, None], seg.act))
-        return out
 
     def save(self) -> None:
         state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
@@ -248,25 +237,8 @@ def _resolved_config(run_dir: Path, profile: str, overrides: Sequence[str], seed
     return cfg
 
 
-def sigma_curve(model: torch.nn.Module, settings: ProtocolSettings,
-                batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
-    """The held-out denoising error at every noise level the sampler visits (the main n and the variants)."""
-    if not settings.sigma_curve:
-        return {"skipped": "not asked for (protocol.sigma_curve is false)"}
-    if not hasattr(model, "denoise_at") or not batches:
-        return {"skipped": "this world model has no denoise_at, or there are no held-out batches"}
-    levels = set(sampler_sigmas(model.paradigm, settings.num_steps))
-    for variant in settings.variants:
-        if not missing_fields(model, variant["paradigm"]):
-            with paradigm_fields(model, variant["paradigm"]):
-                levels |= set(sampler_sigmas(model.paradigm, [variant["num_steps"]]))
-    curve = denoising_error_vs_sigma(model, batches, sorted(levels, reverse=True), seed=settings.seed)
-    return {"rows": curve.to_dict("records"), "frames": sum(len(b[0]) for b in batches)}
-
-
 def evaluate(model: torch.nn.Module, test: list[Any], settings: ProtocolSettings, run_dir: Path,
-             train: ReplayBuffer | None = None,
-             sigma_batches: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> dict[str, Any]:
+             train: ReplayBuffer | None = None) -> dict[str, Any]:
     """The reusable protocol on the held-out episodes; per-step errors and grid frames go to files.
 
     The drift measures compare imagined frames with real frames drawn from `train` (real frames that the
@@ -282,11 +254,6 @@ def evaluate(model: torch.nn.Module, test: list[Any], settings: ProtocolSettings
                                      lpips_net=lpips_net, seed=settings.seed, drift_reference=reference,
                                      horizons=settings.horizons())
     atomic_write_text(run_dir / ERRORS_FILE, errors.to_csv(index=False))
-    variants, skipped = variant_rollouts(model, test, settings.variants, starts=settings.rollouts,
-                                         horizon=settings.horizon, seed=settings.seed, drift_reference=reference,
-                                         short_horizon=settings.short_horizon or settings.horizon)
-    if variants is not None:
-        atomic_write_text(run_dir / VARIANTS_FILE, variants.to_csv(index=False))
     atomic_write(run_dir / FRAMES_FILE, lambda f: np.savez_compressed(f, **frames))
     horizon = int(errors["step"].max())
     at = errors[errors["step"].isin({*error_table_times(horizon), *settings.horizons().values()})]
@@ -300,15 +267,15 @@ def evaluate(model: torch.nn.Module, test: list[Any], settings: ProtocolSettings
                          "horizon_capped": horizon < settings.horizon, "num_rollouts": len(frames["starts"]),
                          "errors_file": ERRORS_FILE, "frames_file": FRAMES_FILE, "error_at": error_at,
                          "horizons": {f"n={n}": min(horizon, settings.horizons().get(n, horizon))
-                                      for n in settings.num_steps},
-                         "variants_file": None if variants is None else VARIANTS_FILE, "variants_skipped": skipped},
-            "clips": clips, "sigma_curve": sigma_curve(model, settings, sigma_batches)}
+                                      for n in settings.num_steps}},
+            "clips": clips}
 
 
 @locked_run
 def run(run_dir: str | Path, dataset_dir: str | Path, profile: str = "paper", overrides: Sequence[str] = (),
         train_steps: int = 120_000, protocol: dict[str, Any] | None = None, seed: int = 0,
-        checkpoint_every: int = 1000, test_every: int = 1000, log_every: int = 100, test_fraction: float = 0.1,
+        checkpoint_every: int = 1000, test_every: int = 1000, log_every: int = 100,
+        test_fraction: float = TEST_FRACTION,
         step_hook: StepHook | None = None) -> dict[str, Any]:
     """Train (or resume) the denoiser on `dataset_dir`, evaluate it, write result.json; the launcher's entry.
 
@@ -334,7 +301,7 @@ def run(run_dir: str | Path, dataset_dir: str | Path, profile: str = "paper", ov
         print(f"{run_dir}: resuming at step {trainer.step} of {train_steps}")
     trainer.fit(train_steps, checkpoint_every, test_every, log_every, step_hook)
     start = time.perf_counter()
-    evaluation = evaluate(trainer.model, test, settings, run_dir, train, trainer.held_out_frames())
+    evaluation = evaluate(trainer.model, test, settings, run_dir, train)
     eval_time = time.perf_counter() - start
     decision = decision_metrics(trainer.model, cfg, train, test, n_actions, summary["game"],
                                 settings.decision_steps or settings.num_steps, settings.decision)

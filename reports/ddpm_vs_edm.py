@@ -37,10 +37,11 @@ SETTINGS = {"paradigm": "diffusion.paradigm", "sampler (rollouts)": "diffusion.s
 
 @dataclass(frozen=True)
 class ArmRuns:
-    """The runs (one per seed) of one arm of the study, labelled as the report shows it."""
+    """The runs (one per seed) of one arm of the study, labelled as the report shows it, and their measurement runs."""
 
     label: str
     specs: tuple[RunSpec, ...]
+    causes: tuple[RunSpec, ...] = ()  # the noise-level measurements of each run, in the same order (may be none)
 
 
 def load_errors(arms: Sequence[ArmRuns], results: dict[str, dict[str, Any]]) -> pd.DataFrame:
@@ -143,11 +144,14 @@ def build_report(ctx: ReportContext, dataset: RunSpec, arms: Sequence[ArmRuns], 
     """<report dir>/report.md + report.pdf from the suite's finished run folders."""
     specs = [s for arm in arms for s in arm.specs]
     finished = [s for s in specs if (s.run_dir / "result.json").is_file()]
-    missing = [s for s in [dataset, *specs] if not (s.run_dir / "result.json").is_file()]
+    measured = [(m, c) for arm in arms for m, c in zip(arm.specs, arm.causes) if (c.run_dir / "result.json").is_file()]
+    missing = [s for s in [dataset, *specs, *(c for arm in arms for c in arm.causes)]
+               if not (s.run_dir / "result.json").is_file()]
     if dataset in missing or not finished:
         raise FileNotFoundError(f"no finished dataset and world-model runs under {ctx.runs_dir}; run the suite first.")
     data = read_result(dataset.run_dir)
     results = {s.name: read_result(s.run_dir) for s in finished}
+    causes = {m.name: (c.run_dir, read_result(c.run_dir)) for m, c in measured}
     longest = min(r["rollouts"]["horizon"] for r in results.values())
     curves = mean_curves(load_errors(arms, results))
     curves = curves[curves["step"] <= longest]
@@ -160,7 +164,7 @@ def build_report(ctx: ReportContext, dataset: RunSpec, arms: Sequence[ArmRuns], 
 
     out = ctx.out_dir
     report = Report(f"Ablation: DDPM vs EDM diffusion world models (§5.1, Figure 3; profile {ctx.profile})", out)
-    for text in (profile_banner(ctx.profile), completion_banner(len(finished) + 1, missing)):
+    for text in (profile_banner(ctx.profile), completion_banner(len(finished) + len(measured) + 1, missing)):
         if text:
             report.banner(text)
     requested = max(r["rollouts"]["horizon_requested"] for r in results.values())
@@ -246,7 +250,7 @@ def build_report(ctx: ReportContext, dataset: RunSpec, arms: Sequence[ArmRuns], 
         report.table(at_times(curves, measure, times, order), f"drift_{measure}",
                      caption=f"Drift: {DRIFT_LABELS[measure]} (MSE), mean over seeds [union of the seeds' 95 % CIs "
                      "over rollouts].")
-    drift_cause_section(report, out / "figures", arms, results, curves, horizon, offset_pair)
+    drift_cause_section(report, out / "figures", arms, results, causes, curves, horizon, offset_pair)
 
     report.heading("Clip metrics (Table 6 protocol)")
     clips, reasons = clip_table(arms, results)

@@ -30,13 +30,16 @@ from reports.ddpm_vs_edm_text import DRIFT, DRIFT_LABELS, Estimate, estimate, re
 BASE_STEPS = (1, 2)  # n = 2 is n = 1 plus one denoiser call at sigma_min
 
 
-def sigma_rows(arms: Sequence[Any], results: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """arm, seed, sigma, mse, mean_shift of every run that measured its sigma curve."""
+Causes = dict[str, tuple[Path, dict[str, Any]]]  # model run name -> (its measurement run's folder, result)
+
+
+def sigma_rows(arms: Sequence[Any], causes: Causes) -> pd.DataFrame:
+    """arm, seed, sigma, mse, mean_shift of every model whose sigma curve was measured."""
     rows = []
     for arm in arms:
-        for spec in (s for s in arm.specs if s.name in results):
-            r = results[spec.name]
-            rows += [{"arm": arm.label, "seed": r["seed"], **row} for row in r.get("sigma_curve", {}).get("rows", [])]
+        for spec in (s for s in arm.specs if s.name in causes):
+            r = causes[spec.name][1]
+            rows += [{"arm": arm.label, "seed": r["seed"], **row} for row in r["sigma_curve"].get("rows", [])]
     return pd.DataFrame(rows, columns=["arm", "seed", "sigma", "mse", "mean_shift"])
 
 
@@ -47,18 +50,18 @@ def _over_seeds(table: pd.DataFrame, keys: list[str], value: str, low: str, high
                                                                ci_high=(high, "max"))
 
 
-def variant_curves(arms: Sequence[Any], results: dict[str, dict[str, Any]]) -> pd.DataFrame:
+def variant_curves(arms: Sequence[Any], causes: Causes) -> pd.DataFrame:
     """The sampler variants' drift per (arm, variant, step): mean over seeds [union of the seeds' CIs]."""
     tables = []
     for arm in arms:
-        for spec in (s for s in arm.specs if s.name in results):
-            name = results[spec.name]["rollouts"].get("variants_file")
-            if name:
-                tables.append(pd.read_csv(spec.run_dir / name).assign(arm=arm.label))
+        for spec in (s for s in arm.specs if s.name in causes):
+            run_dir, r = causes[spec.name]
+            if r.get("variants_file"):
+                tables.append(pd.read_csv(run_dir / r["variants_file"]).assign(arm=arm.label))
     if not tables:
-        return pd.DataFrame(columns=["arm", "setting", "step", "value", "ci_low", "ci_high"])
-    return _over_seeds(pd.concat(tables, ignore_index=True), ["arm", "setting", "step"], DRIFT, f"{DRIFT}_ci_low",
-                       f"{DRIFT}_ci_high")
+        return pd.DataFrame(columns=["arm", "setting", "num_steps", "step", "value", "ci_low", "ci_high"])
+    return _over_seeds(pd.concat(tables, ignore_index=True), ["arm", "setting", "num_steps", "step"], DRIFT,
+                       f"{DRIFT}_ci_low", f"{DRIFT}_ci_high")
 
 
 def _config(arm: Any, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -95,32 +98,53 @@ def last_step_table(arms: Sequence[Any], results: dict[str, dict[str, Any]], sig
 
 
 def variant_table(variants: pd.DataFrame, curves: pd.DataFrame, horizon: int) -> pd.DataFrame:
-    """Per arm with variants: drift at `horizon` of n = 1, n = 3 (released sigma_min) and each n = 3 variant."""
+    """Per arm and variant: its drift at `horizon`, the released sampler's at the same n, and n = 1's; whether the
+    variant drifts less than the released sampler, and more than n = 1 (non-overlapping seed-union intervals)."""
     rows = []
-    for arm, group in variants[variants["step"] == horizon].groupby("arm", sort=False):
-        row: dict[str, Any] = {"arm": arm}
-        for n in (1, 3):
-            if n in reached(curves, arm, horizon):
-                row[f"n={n}"] = str(estimate(curves, arm, n, horizon, DRIFT))
-        for r in group.itertuples():
-            row[str(r.setting)] = str(Estimate(r.value, r.ci_low, r.ci_high))
-        rows.append(row)
+    for r in variants[variants["step"] == horizon].to_dict("records"):
+        arm, n = r["arm"], int(r["num_steps"])
+        if not {1, n} <= set(reached(curves, arm, horizon)):
+            continue
+        mine, base, one = Estimate(r["value"], r["ci_low"], r["ci_high"]), *(
+            estimate(curves, arm, k, horizon, DRIFT) for k in (n, 1))
+        rows.append({"arm": arm, "variant": r["setting"], "n": n, "drift": str(mine), "released sampler": str(base),
+                     "n=1": str(one), "less than released": "yes" if base.above(mine) else "no",
+                     "more than n=1": "yes" if mine.above(one) else "no", "_base_more": base.above(one)})
     return pd.DataFrame(rows)
 
 
-def conclusion(table: pd.DataFrame, variants: pd.DataFrame, curves: pd.DataFrame, horizon: int,
-               offset_pair: tuple[str, str] | None) -> str:
-    """What the numbers support about the EDM n >= 2 drift, and nothing more."""
-    if table.empty:
-        return "No EDM arm has both n = 1 and n = 2 rollouts and a sigma curve: the cause cannot be measured here."
+def single_call_text(sigmas: pd.DataFrame, curves: pd.DataFrame, horizon: int) -> list[str]:
+    """Per EDM-like arm with a sigma curve: is D on real inputs well behaved at every level (error falling with
+    sigma, small mean shift), beside how much more n = 3 drifts than n = 1?"""
     parts = []
+    for arm, rows in sigmas.groupby("arm", sort=False):
+        ns = reached(curves, arm, horizon)
+        if not {1, 3} <= set(ns):
+            continue
+        curve = rows.groupby("sigma")[["mse", "mean_shift"]].mean().sort_index()
+        falling = bool((curve["mse"].diff().dropna() >= 0).all())
+        one, three = (estimate(curves, arm, n, horizon, DRIFT) for n in (1, 3))
+        parts.append(f"{arm}: on held-out real inputs D's error {'rises monotonically' if falling else 'is not monotone'} "
+                     f"with σ ({curve['mse'].iloc[0]:.3g} at σ = {curve.index[0]:.3g}, {curve['mse'].iloc[-1]:.3g} at "
+                     f"σ = {curve.index[-1]:.3g}) and its mean shift stays within ±{curve['mean_shift'].abs().max():.2g}; "
+                     f"n = 3 drifts {'more' if three.above(one) else 'no more'} than n = 1 at t = {horizon} "
+                     f"({three} vs {one}).")
+    return parts
+
+
+def conclusion(table: pd.DataFrame, vt: pd.DataFrame, horizon: int, offset_pair: tuple[str, str] | None,
+               single: Sequence[str] = ()) -> str:
+    """What the numbers support about the EDM n >= 2 drift, and nothing more."""
+    parts = [] if not table.empty else ["No EDM arm has both n = 1 and n = 2 rollouts and a sigma curve: the last "
+                                        "step's effect cannot be isolated here."]
+    table = table[table["_mse"].notna()] if not table.empty else table  # an arm whose measurement is unfinished
     for r in table.to_dict("records"):
         parts.append(f"{r['arm']} (σ_offset = {r['σ_offset']:g}): at σ_min = {r['σ_min']:g} the preconditioning sees "
                      f"σ~ = {r['σ~(σ_min)']:.3g}, so c_skip = {r['c_skip']:.3f} and c_out = {r['c_out']:.3g}; D moves "
                      f"a clean held-out frame by MSE {r['_mse']:.3g} (mean pixel shift {r['_shift']:+.3g}); n = 2 "
                      f"drifts {'more' if r['_more'] else 'no more'} than n = 1 at t = {horizon} "
                      f"(×{r['n=2 ÷ n=1']:.3g}).")
-    by_arm = table.set_index("arm")
+    by_arm = table.set_index("arm") if not table.empty else pd.DataFrame()
     if offset_pair is not None and set(offset_pair) <= set(by_arm.index):
         zero, released = (by_arm.loc[a] for a in offset_pair)
         ratio = released["_mse"] / max(zero["_mse"], 1e-12)
@@ -140,37 +164,40 @@ def conclusion(table: pd.DataFrame, variants: pd.DataFrame, curves: pd.DataFrame
         else:
             parts.append("Only the zero-offset model drifts more at n = 2 than at n = 1: offset noise does not "
                          "explain the drift here.")
-    for arm, group in variants[variants["step"] == horizon].groupby("arm", sort=False):
-        if 3 not in reached(curves, arm, horizon):
-            continue
-        base = estimate(curves, arm, 3, horizon, DRIFT)
-        moved = [f"{r.setting}: {r.value:.3g} ({'less' if base.above(Estimate(r.value, r.ci_low, r.ci_high)) else 'not less'})"
-                 for r in group.itertuples()]
-        parts.append(f"{arm}, n = 3 at t = {horizon}: drift {base.value:.3g} at the released σ_min; "
-                     + "; ".join(moved) + ".")
+    parts += list(single)
+    for r in vt.to_dict("records") if not vt.empty else []:
+        parts.append(f"{r['arm']}, {r['variant']}: drift {r['drift']} at t = {horizon} against {r['released sampler']} "
+                     f"with the released sampler at n = {r['n']} and {r['n=1']} at n = 1"
+                     + ("; it removes the drift of this n (no more than n = 1)." if r["_base_more"]
+                        and r["more than n=1"] == "no" else
+                        f"; {'less' if r['less than released'] == 'yes' else 'not less'} than the released sampler, "
+                        f"{'more' if r['more than n=1'] == 'yes' else 'no more'} than n = 1."))
     return " ".join(parts)
 
 
 def drift_cause_section(report: Report, figures: Path, arms: Sequence[Any], results: dict[str, dict[str, Any]],
-                        curves: pd.DataFrame, horizon: int, offset_pair: tuple[str, str] | None) -> None:
+                        causes: Causes, curves: pd.DataFrame, horizon: int,
+                        offset_pair: tuple[str, str] | None) -> None:
     """The section: what each noise level does to a clean frame, the n = 2 vs n = 1 pair and the sigma_min variants."""
-    sigmas = sigma_rows(arms, results)
+    sigmas = sigma_rows(arms, causes)
     if sigmas.empty:
         return
-    report.heading("Why EDM drifts at n ≥ 2: the last denoising step")
+    report.heading("Why EDM drifts at n ≥ 2: what each denoising step does")
     report.paragraph("Euler's last step returns D(x; σ_min). n = 1 calls D once, at σ_max; n = 2's grid is (σ_max, "
                      "σ_min, 0), so its frame is the n = 1 frame (moved by σ_min / σ_max of the noise) passed through "
                      "D once more at σ_min: n = 2 against n = 1 isolates that call. Below, D's error on held-out "
                      "frames at every noise level the samplers visit, inputs made as the sampler meets them "
-                     "(x0 + σ ε, no offset noise: sampling never adds it), then rollouts of the same models at n = 3 "
-                     "with σ_min raised. Intervals: mean over seeds [seed range, or union of the seeds' 95 % CIs].")
+                     "(x0 + σ ε, no offset noise: sampling never adds it), then rollouts of the same weights with one "
+                     "sampler setting changed: σ_min raised, or the paper's starting noise N(0, σ_max²) instead of the "
+                     "released unit-variance noise (with which every intermediate state holds less noise than the "
+                     "level D is told). Intervals: mean over seeds [seed range, or union of the seeds' 95 % CIs].")
     curve = _over_seeds(sigmas, ["arm", "sigma"], "mse", "mse", "mse")
     shift = _over_seeds(sigmas, ["arm", "sigma"], "mean_shift", "mean_shift", "mean_shift")
     for frame, name, what, logy in ((curve, "sigma_curve_mse", "D error (MSE)", True),
                                     (shift, "sigma_curve_shift", "mean shift of D", False)):
         tidy = frame.rename(columns={"sigma": "σ"}).assign(metric=what)
         path = plots.plot_error_vs_horizon(tidy, figures / f"{name}.png", x="σ", hue="arm", logx=True, logy=logy)
-        report.figure(path, caption=f"{what.capitalize()} on held-out frames (pixels in [0, 1]) at each noise "
+        report.figure(path, caption=f"{what[0].upper()}{what[1:]} on held-out frames (pixels in [0, 1]) at each noise "
                       "level the samplers visit, mean over seeds (band: seed range; every seed and level: "
                       "tables/sigma_curve.csv).")
     atomic_write_text(report.out_dir / "tables" / "sigma_curve.csv", sigmas.to_csv(index=False))  # every seed, level
@@ -180,9 +207,11 @@ def drift_cause_section(report: Report, figures: Path, arms: Sequence[Any], resu
                      caption=f"The one call at σ_min per EDM arm: its preconditioning (σ~ = √(σ_min² + σ_offset²), "
                      f"Eq. 9-12 with the released offset), D's error and mean shift on clean held-out frames there, "
                      f"and the {DRIFT_LABELS[DRIFT]} at t = {horizon} of n = 1 and n = 2.", float_fmt="{:.3g}")
-    variants = variant_curves(arms, results)
-    vt = variant_table(variants, curves, horizon)
+    vt = variant_table(variant_curves(arms, causes), curves, horizon)
     if not vt.empty:
-        report.table(vt, "sigma_min_variants", caption=f"{DRIFT_LABELS[DRIFT].capitalize()} at t = {horizon}: the "
-                     "same models at n = 3 with σ_min raised (same contexts and noise as the main n = 3 rollouts).")
-    report.paragraph(conclusion(table, variants, curves, horizon, offset_pair))
+        report.table(vt[[c for c in vt.columns if not c.startswith("_")]], "sampler_variants",
+                     caption=f"{DRIFT_LABELS[DRIFT].capitalize()} at t = {horizon}: the same weights with one sampler "
+                     "setting changed (same contexts and noise as the main rollouts at that n), beside the released "
+                     "sampler at the same n and n = 1.")
+    report.paragraph(conclusion(table, vt, horizon, offset_pair, single_call_text(
+        sigmas[sigmas["arm"].isin(set(table["arm"]) if not table.empty else set())], curves, horizon)))

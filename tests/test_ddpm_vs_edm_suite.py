@@ -27,7 +27,7 @@ TINY = ("denoiser.channels=[8,8]", "denoiser.depths=[1,1]", "denoiser.cond_dim=1
 
 def test_grid_is_dataset_then_every_arm_on_it(tmp_path):
     opts = SuiteOptions(profile="paper", out=tmp_path, seeds=2)
-    (dataset,), models = get_suite("ablation_ddpm_vs_edm").stages(opts)
+    (dataset,), models, causes = get_suite("ablation_ddpm_vs_edm").stages(opts)
     assert dataset.kwargs["num_frames"] == 100_000 and dataset.entry == "ablations.static_data:run"
     assert [m.name for m in models] == [f"wm-{a}-Breakout-s{s}" for a in ("edm", "ddpm", "edm-offset", "edm-chain2")
                                         for s in (0, 1)]
@@ -40,15 +40,21 @@ def test_grid_is_dataset_then_every_arm_on_it(tmp_path):
     assert models[0].kwargs["overrides"][-5:-2] == ["diffusion.paradigm=edm", "diffusion.sampler=euler",
                                                     "diffusion.train_chain=1"]
     assert models[6].kwargs["overrides"][-3] == "diffusion.train_chain=2"
+    for model, cause in zip(models, causes):  # stage 3 reads each trained model, never retrains one
+        assert cause.name == model.name.replace("wm-", "cause-") and cause.entry == "ablations.static_cause:run"
+        assert cause.kwargs["model_dir"] == str(model.run_dir) and cause.kwargs["overrides"] == model.kwargs["overrides"]
+        assert cause.kwargs["horizon"] == 1000 and cause.kwargs["seed"] == model.kwargs["seed"]
 
 
 def test_cpu_profile_trains_two_seeds_of_every_arm_and_rolls_n_1_and_3_to_t_1000(tmp_path):
-    (_,), models = get_suite("ablation_ddpm_vs_edm").stages(SuiteOptions(profile="cpu", out=tmp_path))
+    (_,), models, causes = get_suite("ablation_ddpm_vs_edm").stages(SuiteOptions(profile="cpu", out=tmp_path))
     assert [m.name for m in models] == [f"wm-{a}-Breakout-s{s}" for a in ("edm", "ddpm", "edm-offset") for s in (0, 1)]
     protocol = static_wm.ProtocolSettings.from_dict(models[0].kwargs["protocol"])
     assert protocol.horizon == 1000 and protocol.long_steps == (1, 3) and protocol.horizons() == {2: 120, 5: 120, 10: 120}
-    assert protocol.sigma_curve and len(protocol.variants) == 2 and protocol.decision_steps == (1, 3)
-    (_,), smoke = get_suite("ablation_ddpm_vs_edm").stages(SuiteOptions(profile="smoke", out=tmp_path, seeds=3))
+    assert protocol.decision_steps == (1, 3) and [c.kwargs["short_horizon"] for c in causes] == [120] * 6
+    labels = [v["label"] for v in causes[0].kwargs["variants"]]
+    assert labels == ["n=3, σ_min=0.05", "n=3, σ_min=0.3", "n=3, start N(0, σ_max²)", "n=10, start N(0, σ_max²)"]
+    (_,), smoke, _ = get_suite("ablation_ddpm_vs_edm").stages(SuiteOptions(profile="smoke", out=tmp_path, seeds=3))
     assert [m.name for m in smoke].count("wm-edm-offset-Breakout-s0") == 1 and len(smoke) == 3 + 3 + 1 + 1
 
 
@@ -69,7 +75,7 @@ def test_figure3_arms_resolve_to_configs_that_differ_in_the_paradigm_only(tmp_pa
     default is the released agent's 0.3; the offset arm differs from EDM in the offset noise only, the chained
     arm in the chained predictions only."""
     opts = SuiteOptions(profile=profile, out=tmp_path, overrides=("training.batch_size=8",))
-    (_,), models = get_suite("ablation_ddpm_vs_edm").stages(opts)
+    (_,), models, _ = get_suite("ablation_ddpm_vs_edm").stages(opts)
     configs = {m.group: _flat(static_wm.run_config(m.kwargs["profile"], m.kwargs["overrides"], m.kwargs["seed"],
                                                    ddpm_vs_edm.GAME)) for m in models if m.kwargs["seed"] == 0}
     base = _flat(static_wm.run_config(profile, [], 0, ddpm_vs_edm.GAME))
@@ -230,7 +236,7 @@ def test_expert_return_says_why_it_is_missing():
 @pytest.mark.filterwarnings("ignore:invalid value encountered")  # CIs of an all-infinite PSNR
 def test_suite_end_to_end_at_smoke_scale(tmp_path, monkeypatch):
     tiny = dataclasses.replace(ddpm_vs_edm.PROFILE_SETTINGS["smoke"], num_frames=600, random_games=1,
-                               train_steps=4, warmup_steps=1, checkpoint_every=2, horizon=12, num_steps=(1, 2),
+                               train_steps=4, warmup_steps=1, checkpoint_every=2, horizon=12, num_steps=(1, 2, 3),
                                rollouts=2, clips=2, long_steps=(1,), short_horizon=10)
     monkeypatch.setitem(ddpm_vs_edm.PROFILE_SETTINGS, "smoke", tiny)
     opts = SuiteOptions(profile="smoke", out=tmp_path / "runs", report_root=tmp_path / "reports", overrides=TINY,
@@ -243,11 +249,11 @@ def test_suite_end_to_end_at_smoke_scale(tmp_path, monkeypatch):
     tables = opts.report_dir("ablation_ddpm_vs_edm") / "tables"
     error_at = pd.read_csv(tables / "error_at_t.csv")
     arms = {"DDPM", "EDM", "EDM offset 0.3", "EDM chained"}
-    expected = {(a, n) for a in arms for n in (1, 2)}
+    expected = {(a, n) for a in arms for n in (1, 2, 3)}
     assert set(zip(error_at["arm"], error_at["n"])) == expected | {(COPY_SETTING, 0)}
     assert list(error_at.columns[3:]) == ["t=1", "t=10", "t=12"]
-    n2 = error_at[error_at["n"] == 2]
-    assert (n2["t=12"] == "–").all() and (n2["t=10"] != "–").all()  # n = 2 stops at the short horizon
+    short_n = error_at[error_at["n"] > 1]
+    assert (short_n["t=12"] == "–").all() and (short_n["t=10"] != "–").all()  # n = 2, 3 stop at the short horizon
     drift = pd.read_csv(tables / "drift_nn_mse.csv")
     assert set(zip(drift["arm"], drift["n"])) == expected | {(COPY_SETTING, 0), (REAL_SETTING, 0)}
     short = pd.read_csv(tables / "short_horizon.csv")
@@ -264,9 +270,9 @@ def test_suite_end_to_end_at_smoke_scale(tmp_path, monkeypatch):
     assert set(last.index) == {"EDM", "EDM offset 0.3", "EDM chained"}
     assert last.loc["EDM", "c_skip"] == pytest.approx(1.0, abs=1e-4)
     assert last.loc["EDM offset 0.3", "c_skip"] == pytest.approx(0.25 / (0.25 + 0.09 + 4e-6), rel=1e-6)
-    variants = pd.read_csv(tables / "sigma_min_variants.csv")
-    assert set(variants["arm"]) == {"EDM", "EDM offset 0.3", "EDM chained"}
-    assert {"n=3, σ_min=0.05", "n=3, σ_min=0.3"} <= set(variants.columns)
+    variants = pd.read_csv(tables / "sampler_variants.csv")  # n = 10 is not in this study: its variant is not shown
+    assert set(variants["arm"]) == {"EDM", "EDM offset 0.3", "EDM chained"} and set(variants["n"]) == {3}
+    assert set(variants["variant"]) == {"n=3, σ_min=0.05", "n=3, σ_min=0.3", "n=3, start N(0, σ_max²)"}
     curve = pd.read_csv(tables / "sigma_curve.csv")
     assert set(curve["arm"]) == arms and (curve["mse"] >= 0).all()
     text = md.read_text()

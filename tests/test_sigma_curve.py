@@ -128,10 +128,18 @@ def _uint8_episode(seed: int):
     ({"long_steps": [7], "short_horizon": 5}, "must be among num_steps"),
     ({"short_horizon": 2000}, "short_horizon must be in"),
     ({"decision_steps": [4]}, "must be among num_steps"),
-    ({"variants": [{"label": "x", "num_steps": 3}]}, "needs exactly label"),
 ])
 def test_protocol_settings_reject_inconsistent_horizons_and_variants(bad, match):
     with pytest.raises(ValueError, match=match):
         ProtocolSettings.from_dict({"horizon": 1000, "num_steps": [1, 3], **bad})
     ok = ProtocolSettings.from_dict({"horizon": 100, "num_steps": [1, 3], "long_steps": [1], "short_horizon": 20})
     assert ok.horizons() == {3: 20}
+
+
+def test_sampler_variants_are_checked_before_any_model_is_loaded():
+    from ablations.static_cause import check_variants
+
+    with pytest.raises(ValueError, match="needs exactly label"):
+        check_variants([{"label": "x", "num_steps": 3}])
+    with pytest.raises(ValueError, match="must be distinct"):
+        check_variants([{"label": "x", "num_steps": 3, "paradigm": {}}] * 2)
