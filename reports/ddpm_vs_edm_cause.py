@@ -165,13 +165,20 @@ def conclusion(table: pd.DataFrame, vt: pd.DataFrame, horizon: int, offset_pair:
             parts.append("Only the zero-offset model drifts more at n = 2 than at n = 1: offset noise does not "
                          "explain the drift here.")
     parts += list(single)
-    for r in vt.to_dict("records") if not vt.empty else []:
-        parts.append(f"{r['arm']}, {r['variant']}: drift {r['drift']} at t = {horizon} against {r['released sampler']} "
-                     f"with the released sampler at n = {r['n']} and {r['n=1']} at n = 1"
-                     + ("; it removes the drift of this n (no more than n = 1)." if r["_base_more"]
-                        and r["more than n=1"] == "no" else
-                        f"; {'less' if r['less than released'] == 'yes' else 'not less'} than the released sampler, "
-                        f"{'more' if r['more than n=1'] == 'yes' else 'no more'} than n = 1."))
+    if vt.empty:
+        return " ".join(parts)
+    name = lambda rows: ", ".join(f"{r['arm']} {r['variant']}" for r in rows.to_dict("records"))  # noqa: E731
+    removed = vt[vt["_base_more"] & (vt["more than n=1"] == "no")]
+    helped = vt[(vt["less than released"] == "yes") & ~vt.index.isin(removed.index)]
+    above = int((vt["more than n=1"] == "yes").sum())
+    if not removed.empty:
+        parts.append(f"Drift removed (no more than n = 1, where the released sampler drifts more): {name(removed)}.")
+    if not helped.empty:
+        parts.append(f"Less drift than the released sampler at the same n, but not removed: {name(helped)}.")
+    if removed.empty and helped.empty:
+        parts.append(f"None of the {len(vt)} sampler variants (table above) drifts less than the released sampler at "
+                     f"its n; {above} of them drift more than n = 1. Neither the last noise level nor the starting "
+                     "noise accounts for the drift at n ≥ 3 here.")
     return " ".join(parts)
 
 
