@@ -38,8 +38,9 @@ Schedule choices, per profile (`PROFILE_SETTINGS`):
   released offset is kept in docs/results/ablation_ddpm_vs_edm-cpu/README.md). Measured here: 2.3 updates/s
   for one run alone on one thread, ~1.5/s each with four at once on the two cores; a batch-16 denoiser call
   takes 0.11 s alone. CPU_UPDATES updates (the test loss still falls, noisily, at 2.4k), then rollouts of 16
-  starts to t = 1000 for n ∈ {1, 3} (4,000 calls) and to t = 120 for n ∈ {2, 5, 10} and the sigma_min
-  variants (2,760 calls), 16 clips per n, and the decision metrics at n ∈ {1, 3}.
+  starts to t = 1000 for n ∈ {1, 3} (4,000 calls) and to t = 120 for n ∈ {2, 5, 10} (2,040 calls), 16 clips
+  per n and the decision metrics at n ∈ {1, 3}; stage 3 then rolls the four sampler variants to t = 120
+  (2,280 calls per EDM model).
   No FID/FVD/LPIPS: an Inception call costs ~0.5 s per frame on this CPU (measured), ~40 minutes per model
   for 32 clips × 5 n, and FID from a few hundred frames is strongly biased anyway; the drift measures
   (evaluation/drift.py) stand in for it. The dataset is 50k frames (~50 s to collect), enough for 15 full

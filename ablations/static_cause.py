@@ -21,14 +21,14 @@ from typing import Any, Sequence
 
 import torch
 
-from ablations.static_wm import (TEST_FRACTION, held_out_segments, load_dataset, run_config, split_episodes)
+from ablations.static_wm import (TEST_FRACTION, _resolved_config, held_out_segments, load_dataset, masked_frames,
+                                 split_episodes)
 from diamond.checkpoint import load_checkpoint
-from diamond.config import config_hash, to_dict
-from diamond.data import to_float
+from diamond.config import config_hash
 from diamond.envs import num_actions
-from diamond.io import atomic_write_json, atomic_write_text, atomic_write_yaml, read_json
+from diamond.io import atomic_write_json, atomic_write_text, read_json
 from diamond.registry import build_world_model
-from diamond.rundir import locked_run, read_result, record_identity
+from diamond.rundir import locked_run, read_result
 from diamond.trainer import resolve_device
 from evaluation.drift import reference_frames
 from evaluation.sigma_curve import (denoising_error_vs_sigma, missing_fields, paradigm_fields, sampler_sigmas,
@@ -76,11 +76,7 @@ def run(run_dir: str | Path, model_dir: str | Path, dataset_dir: str | Path, pro
                          f"{rollouts}.")
     read_result(model_dir)  # the model run must be finished: one clear error naming its folder otherwise
     buffer, summary = load_dataset(dataset_dir)
-    cfg = run_config(profile, overrides, seed, summary["game"])
-    record_identity(run_dir, {"game": summary["game"], "seed": seed, "profile": profile,
-                              "config_hash": config_hash(cfg), "model_dir": str(model_dir)},
-                    config=to_dict(cfg), flag="run folder")
-    atomic_write_yaml(run_dir / "config.yaml", to_dict(cfg))
+    cfg = _resolved_config(run_dir, profile, overrides, seed, summary["game"], {"model_dir": str(model_dir)})
     device = resolve_device(cfg.perf.device)
     model = build_world_model(cfg, num_actions(summary["game"])).to(device)
     ckpt = model_dir / "checkpoints" / "last.pt"
@@ -94,10 +90,9 @@ def run(run_dir: str | Path, model_dir: str | Path, dataset_dir: str | Path, pro
     result: dict[str, Any] = {"model_dir": str(model_dir), "seed": seed, "paradigm": cfg.diffusion.paradigm,
                               "config_hash": config_hash(cfg), "train_steps": int(state["step"])}
     if hasattr(model, "denoise_at"):
-        batches = []
-        for seg in held_out_segments(test, cfg.training.batch_size, model.segment_length):
-            seg = seg.to_torch(device)
-            batches.append((to_float(seg.obs) * seg.mask[:, :, None, None, None], seg.act))  # as training sees them
+        segments = [seg.to_torch(device) for seg in held_out_segments(test, cfg.training.batch_size,
+                                                                      model.segment_length)]
+        batches = [(masked_frames(seg), seg.act) for seg in segments]  # as training sees them
         curve = denoising_error_vs_sigma(model, batches, noise_levels(model, num_steps, variants), seed=protocol_seed)
         result["sigma_curve"] = {"rows": curve.to_dict("records"), "frames": sum(len(b[0]) for b in batches)}
     else:

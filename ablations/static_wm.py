@@ -78,7 +78,8 @@ class ProtocolSettings:
                              f"got {settings}")
         for key in ("decision_steps", "long_steps"):
             if not set(getattr(settings, key) or ()) <= set(settings.num_steps):
-                raise ValueError(f"protocol {key} {getattr(settings, key)} must be among num_steps {settings.num_steps}.")
+                raise ValueError(f"protocol {key} {getattr(settings, key)} must be among num_steps "
+                                 f"{settings.num_steps}.")
         if settings.short_horizon is not None and not 1 <= settings.short_horizon <= settings.horizon:
             raise ValueError(f"protocol short_horizon must be in [1, horizon = {settings.horizon}], "
                              f"got {settings.short_horizon}.")
@@ -131,6 +132,11 @@ def held_out_segments(test: list[Any], batch_size: int, seq_len: int) -> list[An
             for _ in range(TEST_BATCHES)]
 
 
+def masked_frames(seg: Any) -> torch.Tensor:
+    """A (torch) segment's frames in [-1, 1] with padded frames 0: what the denoiser trains and is tested on."""
+    return to_float(seg.obs) * seg.mask[:, :, None, None, None]
+
+
 class StaticTrainer:
     """Denoiser-only training on fixed data, checkpointed and resumable."""
 
@@ -149,7 +155,7 @@ class StaticTrainer:
 
     def _loss(self, seg: Any) -> torch.Tensor:
         seg = seg.to_torch(self.device)
-        obs = to_float(seg.obs) * seg.mask[:, :, None, None, None]  # padded frames are 0, as in training
+        obs = masked_frames(seg)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.perf.bf16):
             return self.model.loss(obs, seg.act, seg.mask)
 
@@ -227,12 +233,13 @@ def run_config(profile: str, overrides: Sequence[str], seed: int, game: str) -> 
     return build_config(profile, list(overrides), seed=seed, **{"env.game": game})
 
 
-def _resolved_config(run_dir: Path, profile: str, overrides: Sequence[str], seed: int, game: str) -> Config:
-    """The run's config, claimed for the folder (diamond/rundir.py): resuming with different arguments fails,
-    naming the differing keys, instead of mixing two configs."""
+def _resolved_config(run_dir: Path, profile: str, overrides: Sequence[str], seed: int, game: str,
+                     extra_identity: dict[str, Any] | None = None) -> Config:
+    """The run's config, claimed for the folder (diamond/rundir.py) with any `extra_identity` keys: resuming with
+    different arguments fails, naming the differing keys, instead of mixing two configs."""
     cfg = run_config(profile, overrides, seed, game)
-    record_identity(run_dir, {"game": game, "seed": seed, "profile": profile, "config_hash": config_hash(cfg)},
-                    config=to_dict(cfg), flag="run folder")
+    record_identity(run_dir, {"game": game, "seed": seed, "profile": profile, "config_hash": config_hash(cfg),
+                              **(extra_identity or {})}, config=to_dict(cfg), flag="run folder")
     atomic_write_yaml(run_dir / "config.yaml", to_dict(cfg))
     return cfg
 

@@ -36,8 +36,8 @@ def denoising_error_vs_sigma(world_model: Any, batches: Sequence[tuple[torch.Ten
     mean(D - x0), both on the [0, 1] pixel scale.
 
     `batches`: (frames in [-1, 1] [B, >= L + 1, 3, H, W], act [B, >= L + 1]) segments as training sees them; the
-    target is frame L, its history frames 0..L-1. Needs the world model's `denoise_at` (the built-in model's D as the sampler calls
-    it). The same noise eps is used at every sigma, so the curve is smooth in sigma."""
+    target is frame L, its history frames 0..L-1. Needs the world model's `denoise_at` (the built-in model's D as
+    the sampler calls it). The same noise eps is used at every sigma, so the curve is smooth in sigma."""
     L = world_model.num_history
     device = next(world_model.parameters()).device
     world_model.eval()

@@ -29,8 +29,9 @@ SETTINGS = {"paradigm": "diffusion.paradigm", "sampler (rollouts)": "diffusion.s
             "chained predictions per segment": "diffusion.train_chain", "DDPM x0 quantised every step":
             "diffusion.ddpm.quantize_each_step", "denoiser channels": "denoiser.channels",
             "denoiser depths": "denoiser.depths", "cond dim": "denoiser.cond_dim",
-            "bottleneck attention": "denoiser.bottleneck_attention", "EDM offset noise σ_offset":
-            "diffusion.edm.sigma_offset_noise", "DDPM offset noise": "diffusion.ddpm.offset_noise", "history length L": "diffusion.num_history",
+            "bottleneck attention": "denoiser.bottleneck_attention",
+            "EDM offset noise σ_offset": "diffusion.edm.sigma_offset_noise",
+            "DDPM offset noise": "diffusion.ddpm.offset_noise", "history length L": "diffusion.num_history",
             "batch size": "training.batch_size", "learning rate": "denoiser_optim.lr",
             "warm-up steps": "denoiser_optim.warmup_steps"}
 
@@ -243,7 +244,8 @@ def build_report(ctx: ReportContext, dataset: RunSpec, arms: Sequence[ArmRuns], 
 
     report.heading(f"Error and drift at t = {', '.join(map(str, times))}")  # the wide tables, on landscape pages
     report.table(at_times(curves, "mse", times, order), "error_at_t", caption="Error against the real "
-                 "continuation (MSE), mean over seeds [union of the seeds' 95 % CIs over rollouts]; '–': not rolled out that far. Once an imagined ball takes another path than the "
+                 "continuation (MSE), mean over seeds [union of the seeds' 95 % CIs over rollouts]; '–': not rolled "
+                 "out that far. Once an imagined ball takes another path than the "
                  "real one this error measures the game's chaos as much as the model; the drift does not need the "
                  "real continuation.")
     for measure in drift:

@@ -124,9 +124,11 @@ def single_call_text(sigmas: pd.DataFrame, curves: pd.DataFrame, horizon: int) -
         curve = rows.groupby("sigma")[["mse", "mean_shift"]].mean().sort_index()
         falling = bool((curve["mse"].diff().dropna() >= 0).all())
         one, three = (estimate(curves, arm, n, horizon, DRIFT) for n in (1, 3))
-        parts.append(f"{arm}: on held-out real inputs D's error {'rises monotonically' if falling else 'is not monotone'} "
+        trend = "rises monotonically" if falling else "is not monotone"
+        parts.append(f"{arm}: on held-out real inputs D's error {trend} "
                      f"with σ ({curve['mse'].iloc[0]:.3g} at σ = {curve.index[0]:.3g}, {curve['mse'].iloc[-1]:.3g} at "
-                     f"σ = {curve.index[-1]:.3g}) and its mean shift stays within ±{curve['mean_shift'].abs().max():.2g}; "
+                     f"σ = {curve.index[-1]:.3g}) and its mean shift stays within "
+                     f"±{curve['mean_shift'].abs().max():.2g}; "
                      f"n = 3 drifts {'more' if three.above(one) else 'no more'} than n = 1 at t = {horizon} "
                      f"({three} vs {one}).")
     return parts

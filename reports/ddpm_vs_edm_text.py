@@ -74,7 +74,8 @@ def short_horizon(curves: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Estimate:
-    """A mean over rollouts with its 95 % CI (NaN bounds when there is none)."""
+    """A mean (over seeds of the means over rollouts) with its interval (the union of the seeds' 95 % CIs; NaN
+    bounds when there is none)."""
 
     value: float
     low: float
@@ -113,7 +114,8 @@ def finding(curves: pd.DataFrame, pair: tuple[str, str], horizon: int, measure: 
     if edm not in present or ddpm not in present or measure not in curves:
         return f"The finding needs both {edm} and {ddpm} with the drift measure; it cannot be tested.", None
     reached = curves[curves["step"] == horizon]  # the n rolled out this far
-    ns = sorted(set(reached.loc[reached["arm"] == edm, "num_steps"]) & set(reached.loc[reached["arm"] == ddpm, "num_steps"]))
+    ns = sorted(set(reached.loc[reached["arm"] == edm, "num_steps"])
+                & set(reached.loc[reached["arm"] == ddpm, "num_steps"]))
     if len(ns) < 2:
         return f"The finding needs two n of {edm} and {ddpm} at t = {horizon}; it cannot be tested there.", None
     lo, hi = ns[0], ns[-1]
