@@ -9,7 +9,8 @@ FVD and LPIPS of 16-frame clips generated from 6 real frames and the real action
 
 The paper ran this study on CS:GO and motorway driving, whose datasets and 122M/184M-parameter models are
 out of reach here; we run it on the scripted Breakout expert's static dataset with the Atari network.
-Stages: [expert dataset], [one world model per arm × seed], [one evaluation per model].
+Stages: [expert dataset], [one world model per arm × seed, the decision judges], [one evaluation and one
+decision measurement per model].
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def arm_overrides(opts: SuiteOptions, history: str) -> list[str]:
 
 
 def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
-    """[expert dataset], [frame-stack, cross-attention] × seeds, [their Table 6 evaluations]."""
+    """[expert dataset], [frame-stack, cross-attention] × seeds and the decision judges, [their Table 6
+    evaluations and decision measurements]."""
     if opts.games is not None and tuple(opts.games) != (EXPERT_GAME,):
         raise ValueError(f"suite {NAME} runs on {EXPERT_GAME} only (the game with a scripted expert's static "
                          f"dataset), got {list(opts.games)}.")
@@ -97,6 +99,11 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
                      kwargs={"game": EXPERT_GAME, "num_frames": s.expert_frames, "seed": 0,
                              "random_games": s.expert_random_games}, gpu_hours=0.0, group="dataset")
     data = str(dataset_dir(expert.run_dir))
+    decision = decision_protocol(opts.profile)
+    judges = RunSpec(name=f"judges-{EXPERT_GAME}", run_dir=root / f"judges-{EXPERT_GAME}",
+                     entry="ablations.static_judges:run",
+                     kwargs={"dataset_dir": data, "profile": opts.profile, "overrides": arm_overrides(opts, REFERENCE),
+                             "decision": decision}, gpu_hours=s.hours_eval, group="judges")
     models, evals = [], []
     for history in ARMS:
         overrides = arm_overrides(opts, history)
@@ -108,8 +115,7 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
                                     "train_steps": s.train_steps, "checkpoint_every": s.checkpoint_every,
                                     "test_every": s.checkpoint_every, "seed": seed, "test_fraction": TEST_FRACTION,
                                     "protocol": {"horizon": s.protocol.clip_len, "num_steps": [cfg.diffusion.num_steps],
-                                                 "rollouts": 2, "clips": 2, "feature_networks": False,
-                                                 "decision": decision_protocol(opts.profile)}},
+                                                 "rollouts": 2, "clips": 2, "feature_networks": False}},
                             gpu_hours=s.hours[history], group=history)
             check_finished(model, cfg)
             setting = {"key": history, "label": ARMS[history], "sampler": cfg.diffusion.sampler,
@@ -120,9 +126,15 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
                                          "protocol": s.protocol.to_dict(), "test_fraction": TEST_FRACTION},
                                  gpu_hours=s.hours_eval, group=history)
             check_evaluation(evaluation)
+            decided = RunSpec(name=f"decision-{history}-s{seed}", run_dir=root / f"decision-{history}-s{seed}",
+                              entry="ablations.static_decision:run",
+                              kwargs={"model_dir": str(model.run_dir), "judges_dir": str(judges.run_dir),
+                                      "profile": opts.profile, "overrides": overrides, "seed": seed,
+                                      "num_steps": [cfg.diffusion.num_steps], "decision": decision},
+                              gpu_hours=s.hours_eval, group=history)
             models.append(model)
-            evals.append(evaluation)
-    return [[expert], models, evals]
+            evals += [evaluation, decided]
+    return [[expert], [*models, judges], evals]
 
 
 def report(opts: SuiteOptions) -> tuple[Path, Path]:

@@ -39,8 +39,9 @@ Schedule choices, per profile (`PROFILE_SETTINGS`):
   for one run alone on one thread, ~1.5/s each with four at once on the two cores; a batch-16 denoiser call
   takes 0.11 s alone. CPU_UPDATES updates (the test loss still falls, noisily, at 2.4k), then rollouts of 16
   starts to t = 1000 for n ∈ {1, 3} (4,000 calls) and to t = 120 for n ∈ {2, 5, 10} (2,040 calls), 16 clips
-  per n and the decision metrics at n ∈ {1, 3}; stage 3 then rolls the four sampler variants to t = 120
-  (2,280 calls per EDM model).
+  per n; beside them one judges run trains R_ψ (1,000 updates) and the inverse-dynamics model once for all
+  models. Stage 3 then rolls the four sampler variants to t = 120 (2,280 calls per EDM model) and scores the
+  decision metrics of every model at n ∈ {1, 3} (16 probes, 150-step policy rollouts) with the shared judges.
   No FID/FVD/LPIPS: an Inception call costs ~0.5 s per frame on this CPU (measured), ~40 minutes per model
   for 32 clips × 5 n, and FID from a few hundred frames is strongly biased anyway; the drift measures
   (evaluation/drift.py) stand in for it. The dataset is 50k frames (~50 s to collect), enough for 15 full
@@ -193,13 +194,13 @@ def protocol_for(profile: str) -> dict:
     """The evaluation protocol of every model (ablations/static_wm.ProtocolSettings fields)."""
     s = settings_for(profile)
     return {"horizon": s.horizon, "num_steps": list(s.num_steps), "rollouts": s.rollouts, "clips": s.clips,
-            "feature_networks": s.feature_networks, "decision": decision_protocol(profile),
-            "long_steps": None if s.long_steps is None else list(s.long_steps), "short_horizon": s.short_horizon,
-            "decision_steps": None if s.long_steps is None else list(s.long_steps)}
+            "feature_networks": s.feature_networks,
+            "long_steps": None if s.long_steps is None else list(s.long_steps), "short_horizon": s.short_horizon}
 
 
 def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
-    """[dataset], then the arms × seeds on that dataset, then the noise-level measurements of each trained model."""
+    """[dataset], then the arms × seeds on that dataset and the decision judges, then the noise-level and decision
+    measurements of each trained model."""
     _check_options(opts)
     s = settings_for(opts.profile)
     data_dir = dataset_run_dir(opts)
@@ -227,23 +228,48 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
                 gpu_hours=0.05 * (s.gpu_hours_per_model > 0), group=m.group)
         for m in models
     ]
-    return [[dataset], models, causes]
+    judges = judges_spec(opts, data_dir)
+    decisions = [decision_spec(opts, m, judges) for m in models]
+    return [[dataset], [*models, judges], [*causes, *decisions]]
 
 
 def cause_run_name(model: RunSpec) -> str:
     return "cause-" + model.name.removeprefix("wm-")
 
 
+def judges_spec(opts: SuiteOptions, data_dir: Path) -> RunSpec:
+    """R_ψ and the inverse-dynamics model of the decision metrics, trained once on the dataset for every model."""
+    return RunSpec(name=f"judges-{GAME}", run_dir=opts.suite_dir(NAME) / f"judges-{GAME}",
+                   entry="ablations.static_judges:run",
+                   kwargs={"dataset_dir": str(dataset_dir(data_dir)), "profile": opts.profile,
+                           "overrides": list(opts.overrides), "decision": decision_protocol(opts.profile)},
+                   gpu_hours=0.05 * (settings_for(opts.profile).gpu_hours_per_model > 0), group="judges")
+
+
+def decision_spec(opts: SuiteOptions, model: RunSpec, judges: RunSpec) -> RunSpec:
+    """The decision metrics of one trained model at the n rolled out to the full horizon (every n if all are)."""
+    s = settings_for(opts.profile)
+    name = "decision-" + model.name.removeprefix("wm-")
+    return RunSpec(name=name, run_dir=opts.suite_dir(NAME) / name, entry="ablations.static_decision:run",
+                   kwargs={"model_dir": str(model.run_dir), "judges_dir": str(judges.run_dir), "profile": opts.profile,
+                           "overrides": model.kwargs["overrides"], "seed": model.kwargs["seed"],
+                           "num_steps": list(s.long_steps or s.num_steps), "decision": judges.kwargs["decision"]},
+                   gpu_hours=0.05 * (s.gpu_hours_per_model > 0), group=model.group)
+
+
 def report(opts: SuiteOptions) -> tuple[Path, Path]:
     from reports.ddpm_vs_edm import ArmRuns, build_report  # the report stack loads only when needed
 
-    (dataset,), models, causes = stages(opts)
-    arms = arms_for(opts.profile)
-    cause_of = {m.name: c for m, c in zip(models, causes)}
+    (dataset,), trained, measured = stages(opts)
+    models = [r for r in trained if r.entry == "ablations.static_wm:run"]
+    judges = next(r for r in trained if r.entry == "ablations.static_judges:run")
+    by_entry = {e: {r.kwargs["model_dir"]: r for r in measured if r.entry == e}
+                for e in ("ablations.static_cause:run", "ablations.static_decision:run")}
     runs = [ArmRuns(arm.label, tuple(m for m in models if m.group == arm.key),
-                    tuple(cause_of[m.name] for m in models if m.group == arm.key)) for arm in arms]
+                    *(tuple(by[str(m.run_dir)] for m in models if m.group == arm.key) for by in by_entry.values()))
+            for arm in arms_for(opts.profile)]
     label = {arm.key: arm.label for arm in ARMS}
-    return build_report(opts.report_context(NAME), dataset, runs,
+    return build_report(opts.report_context(NAME), dataset, judges, runs,
                         paradigm_pair=tuple(label[k] for k in PARADIGM_PAIR),
                         chain_pair=tuple(label[k] for k in CHAIN_PAIR),
                         offset_pair=tuple(label[k] for k in OFFSET_PAIR))

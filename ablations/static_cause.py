@@ -21,13 +21,11 @@ from typing import Any, Sequence
 
 import torch
 
-from ablations.static_wm import (TEST_FRACTION, _resolved_config, held_out_segments, load_dataset, masked_frames,
-                                 split_episodes)
-from diamond.checkpoint import load_checkpoint
+from ablations.static_wm import (TEST_FRACTION, _resolved_config, held_out_segments, load_dataset, load_trained_model,
+                                 masked_frames, split_episodes)
 from diamond.config import config_hash
 from diamond.envs import num_actions
 from diamond.io import atomic_write_json, atomic_write_text, read_json
-from diamond.registry import build_world_model
 from diamond.rundir import locked_run, read_result
 from diamond.trainer import resolve_device
 from evaluation.drift import reference_frames
@@ -78,17 +76,11 @@ def run(run_dir: str | Path, model_dir: str | Path, dataset_dir: str | Path, pro
     buffer, summary = load_dataset(dataset_dir)
     cfg = _resolved_config(run_dir, profile, overrides, seed, summary["game"], {"model_dir": str(model_dir)})
     device = resolve_device(cfg.perf.device)
-    model = build_world_model(cfg, num_actions(summary["game"])).to(device)
-    ckpt = model_dir / "checkpoints" / "last.pt"
-    state = load_checkpoint(ckpt, config_hash(cfg), device)
-    if state is None:
-        raise FileNotFoundError(f"{ckpt} is missing: the model run in {model_dir} kept no weights to measure.")
-    model.load_state_dict(state["model"])
-    model.eval()
+    model, step = load_trained_model(cfg, model_dir, num_actions(summary["game"]), device)
     train, test = split_episodes(buffer, TEST_FRACTION)
 
     result: dict[str, Any] = {"model_dir": str(model_dir), "seed": seed, "paradigm": cfg.diffusion.paradigm,
-                              "config_hash": config_hash(cfg), "train_steps": int(state["step"])}
+                              "config_hash": config_hash(cfg), "train_steps": step}
     if hasattr(model, "denoise_at"):
         segments = [seg.to_torch(device) for seg in held_out_segments(test, cfg.training.batch_size,
                                                                       model.segment_length)]

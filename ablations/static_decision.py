@@ -1,40 +1,58 @@
-"""The decision metrics (evaluation/decision.py) of a static world-model run: Breakout's scripted expert plays the
-probes and the policy family, the inverse-dynamics model and R_ψ are trained on the run's own training episodes.
+"""Run entry: the decision metrics (evaluation/decision.py) of a trained static world model, judged by the
+dataset's shared judges (ablations/static_judges.py: R_ψ and the inverse-dynamics model).
 
-The family: the expert at ε ∈ POLICY_EPSILONS (ε = 1 is the uniform random policy), whose real returns from the
-same states are measured, not assumed. Sizes per profile (`DECISION_PROFILES`, the `decision` entry of a static
-run's protocol); costs are measured and stored in result.json under decision.cost_s.
+Breakout's scripted expert plays the probes and the policy family: the expert at ε ∈ POLICY_EPSILONS (ε = 1 is
+the uniform random policy), whose real returns from the same states are measured, not assumed. Sizes per profile
+(`DECISION_PROFILES`); costs are measured and stored in result.json under decision.cost_cpu_s.
+
+Reads a finished `ablations.static_wm` run (its checkpoint, that folder is only read) and a finished judges run;
+a separate stage so that a new measurement never retrains a model. Run folder: config.yaml, result.json.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from ablations.breakout_expert import BreakoutExpert
-from diamond.data import ReplayBuffer
-from diamond.envs import make_env
+from ablations.static_wm import _resolved_config, load_trained_model
+from diamond.config import config_hash, from_dict
+from diamond.envs import make_env, num_actions
+from diamond.io import atomic_write_json, read_json, read_yaml
+from diamond.rundir import locked_run, read_result
+from diamond.trainer import resolve_device
 from evaluation.decision import PolicyFactory
-from evaluation.decision_eval import DecisionSettings, prepare
-from evaluation.decision_models import balanced_accuracy, train_inverse_dynamics, train_reward_end
-from evaluation.emulator_wm import Policy
+from evaluation.decision_eval import DecisionSettings, decision_probes as _probes, prepare
+from evaluation.decision_models import load_judges
+from evaluation.emulator_wm import Policy, Probes
 from evaluation.wm_protocol import decision_fidelity
 
 GAME = "Breakout"  # the game with a scripted expert (ablations/breakout_expert.py)
 POLICY_EPSILONS = (0.0, 0.1, 0.3, 0.6, 1.0)
 PROBE_EPSILON = 0.03  # the dataset's own ε (collect_static_dataset), so the probes look like the data
+JUDGES_FILE = "checkpoints/judges.pt"
+# cpu: 16 probes and 150-step policy rollouts separate the family's real returns (means 4.3, 4.1, 3.3, 1.4, 0.75 on
+# the Figure 3 dataset); below ~100 steps the expert at ε 0 and 0.1 tie and no judge can rank them
 DECISION_PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"probes": 4, "cf_horizon": 4, "policy_horizon": 8, "idm_steps": 30, "idm_heldout": 256,
               "reward_end_steps": 5, "bootstrap": 200},
-    "cpu": {"probes": 8, "cf_horizon": 6, "policy_horizon": 20, "idm_steps": 300, "reward_end_steps": 60},
+    "cpu": {"probes": 16, "cf_horizon": 6, "policy_horizon": 150, "idm_steps": 300, "reward_end_steps": 1500},
 }
 
 
 def decision_protocol(profile: str) -> dict[str, Any]:
-    """The `decision` entry of a static study's protocol for `profile` (DecisionSettings' defaults elsewhere)."""
+    """The decision settings of a static study for `profile` (DecisionSettings' defaults elsewhere)."""
     return dict(DECISION_PROFILES.get(profile, {}))
+
+
+def check_game(game: str, dataset_dir: str | Path) -> None:
+    if game != GAME:
+        raise ValueError(f"{dataset_dir} holds {game}; the decision metrics need a scripted policy family, which "
+                         f"only {GAME} has.")
 
 
 def _expert(meanings: Sequence[str], epsilon: float, rng: np.random.Generator) -> Policy:
@@ -47,36 +65,67 @@ def expert_family(meanings: Sequence[str], epsilons: Sequence[float] = POLICY_EP
     return {f"expert ε={e:g}": (lambda rng, e=e: _expert(meanings, e, rng)) for e in epsilons}
 
 
-def decision_metrics(model: Any, cfg: Any, train: ReplayBuffer, test: list[Any], num_actions: int, game: str,
-                     num_steps_list: Sequence[int], decision: dict[str, Any] | None) -> dict[str, Any]:
-    """Train the judges, build the probes and score `model` at each n with the ceiling and floors beside it."""
-    if decision is None:
-        return {"skipped": "decision metrics not asked for (protocol.decision is unset)"}
+def action_meanings() -> list[str]:
+    return list(make_env(GAME, train=False, seed=0).unwrapped.get_action_meanings())
+
+
+def decision_probes(num_history: int, settings: DecisionSettings) -> Probes:
+    """The probes of every decision measurement on Breakout: the dataset's own expert (ε = PROBE_EPSILON), held-out
+    games."""
+    policy = _expert(action_meanings(), PROBE_EPSILON, np.random.default_rng(settings.seed))
+    return _probes(GAME, num_history, policy, settings)
+
+
+def _judges(judges_dir: Path, settings: DecisionSettings) -> tuple[Any, Any, list[list[int]], dict[str, Any]]:
+    """The finished judges run's networks and result, refused if it used other decision settings."""
+    result = read_result(judges_dir)
+    if result.get("settings") != asdict(settings):
+        raise ValueError(f"{judges_dir} trained its judges with other decision settings ({result.get('settings')}); "
+                         f"this measurement asks for {asdict(settings)}.")
+    cfg = from_dict(read_yaml(judges_dir / "config.yaml"))
+    idm, reward_model, classes = load_judges(judges_dir / JUDGES_FILE, cfg, num_actions(GAME))
+    return idm, reward_model, classes, result
+
+
+@locked_run
+def run(run_dir: str | Path, model_dir: str | Path, judges_dir: str | Path, profile: str, overrides: Sequence[str],
+        seed: int, num_steps: Sequence[int], decision: dict[str, Any]) -> dict[str, Any]:
+    """Score the model run's weights at each n beside the ceiling and floors, write result.json; the launcher's
+    entry (blocked by the suite until the model and judges runs have finished)."""
+    run_dir, model_dir, judges_dir = Path(run_dir), Path(model_dir), Path(judges_dir)
+    result_path = run_dir / "result.json"
+    if result_path.is_file():
+        return read_json(result_path)
     settings = DecisionSettings.from_dict(decision)
-    if settings.probes == 0:
-        return {"skipped": "decision metrics turned off (decision.probes = 0)"}
-    if game != GAME:
-        return {"skipped": f"decision metrics need a scripted policy family; only {GAME} has one"}
+    if settings.probes == 0 or not num_steps or min(num_steps) < 1:
+        raise ValueError(f"a decision measurement needs probes >= 2 and num_steps >= 1, got {settings.probes} and "
+                         f"{list(num_steps)}.")
+    model_result = read_result(model_dir)  # finished, or one clear error naming its folder
+    check_game(model_result["game"], model_dir)
+    idm, reward_model, classes, judges = _judges(judges_dir, settings)
+    cfg = _resolved_config(run_dir, profile, overrides, seed, GAME,
+                           {"model_dir": str(model_dir), "judges_dir": str(judges_dir), "decision": asdict(settings)})
+    model, step = load_trained_model(cfg, model_dir, num_actions(GAME), resolve_device(cfg.perf.device))
     cost: dict[str, float] = {}  # CPU seconds of this process per part (wall time is inflated on a shared machine)
     start = time.process_time()
-    reward_model = train_reward_end(cfg, train, num_actions, settings.reward_end_steps, settings.seed)
-    cost["reward_model_train"] = time.process_time() - start
-    meanings = make_env(game, train=False, seed=0).unwrapped.get_action_meanings()
-    probe_policy = _expert(meanings, PROBE_EPSILON, np.random.default_rng(settings.seed))
-    held: dict[str, float] = {}
 
-    def train_idm(merge: Any) -> Any:
-        t0 = time.process_time()
-        idm = train_inverse_dynamics(train.episodes, merge, settings.idm_steps, settings.seed)
-        cost["idm_train"] = time.process_time() - t0
-        held["idm_heldout_balanced_accuracy"] = balanced_accuracy(idm, test, merge, settings.idm_heldout, settings.seed)
+    def trained_idm(merge: Any) -> Any:
+        if [list(c) for c in merge.classes] != classes:
+            raise ValueError(f"the probes' action classes {[list(c) for c in merge.classes]} differ from those "
+                             f"{judges_dir} trained its inverse-dynamics model for ({classes}).")
         return idm
 
+    setup = prepare(decision_probes(model.num_history, settings), num_actions(GAME), expert_family(action_meanings()),
+                    trained_idm, settings)
+    setup.notes["idm_heldout_balanced_accuracy"] = judges["idm_heldout_balanced_accuracy"]
+    setup.notes["reward_end_heldout"] = judges["reward_end_heldout"]
+    setup.notes["judges_cost_cpu_s"] = judges["cost_cpu_s"]
+    cost["setup"] = time.process_time() - start
     start = time.process_time()
-    setup = prepare(game, model.num_history, num_actions, probe_policy, expert_family(meanings), train_idm, settings)
-    cost["setup"] = time.process_time() - start - cost["idm_train"]
-    setup.notes.update(held)
-    start = time.process_time()
-    summary = decision_fidelity(model, setup, reward_model, num_steps_list, settings)
+    summary = decision_fidelity(model, setup, reward_model, num_steps, settings)
     cost["scoring"] = time.process_time() - start
-    return {**summary, "action_meanings": list(meanings), "cost_cpu_s": cost}
+    result = {"model_dir": str(model_dir), "judges_dir": str(judges_dir), "seed": seed,
+              "paradigm": cfg.diffusion.paradigm, "config_hash": config_hash(cfg), "train_steps": step,
+              "decision": {**summary, "action_meanings": action_meanings(), "cost_cpu_s": cost}}
+    atomic_write_json(result_path, result)
+    return result

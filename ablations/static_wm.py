@@ -30,7 +30,6 @@ from diamond.io import (append_jsonl, atomic_write, atomic_write_json, atomic_wr
 from diamond.rundir import locked_run, record_identity, repair_metrics
 from diamond.trainer import resolve_device
 from diamond.registry import build_world_model
-from ablations.static_decision import decision_metrics
 from evaluation.drift import reference_frames
 from evaluation.wm_protocol import (clip_metrics, error_table_times, load_feature_networks, num_parameters,
                                      rollout_vs_real)
@@ -56,8 +55,6 @@ class ProtocolSettings:
     feature_networks: bool = True
     drift_frames: int = 2048  # real training frames the drift measures compare with (evaluation/drift.py); 0: off
     seed: int = 0
-    decision: dict[str, Any] | None = None  # DecisionSettings fields (evaluation/decision_eval.py); None: not measured
-    decision_steps: tuple[int, ...] | None = None  # the n the decision metrics score; None: every n
     long_steps: tuple[int, ...] | None = None  # the n rolled out to `horizon`; the others stop at short_horizon
     short_horizon: int | None = None  # horizon of the n outside long_steps
 
@@ -68,7 +65,7 @@ class ProtocolSettings:
         unknown = sorted(set(values) - set(names))
         if unknown:
             raise ValueError(f"unknown protocol setting(s) {unknown}; valid: {', '.join(names)}")
-        for key in ("num_steps", "grid_times", "decision_steps", "long_steps"):
+        for key in ("num_steps", "grid_times", "long_steps"):
             if values.get(key) is not None:
                 values[key] = tuple(int(v) for v in values[key])
         settings = cls(**values)
@@ -76,10 +73,8 @@ class ProtocolSettings:
                 or settings.drift_frames < 0):
             raise ValueError(f"protocol needs horizon >= 1, rollouts >= 1, every n >= 1 and drift_frames >= 0; "
                              f"got {settings}")
-        for key in ("decision_steps", "long_steps"):
-            if not set(getattr(settings, key) or ()) <= set(settings.num_steps):
-                raise ValueError(f"protocol {key} {getattr(settings, key)} must be among num_steps "
-                                 f"{settings.num_steps}.")
+        if not set(settings.long_steps or ()) <= set(settings.num_steps):
+            raise ValueError(f"protocol long_steps {settings.long_steps} must be among num_steps {settings.num_steps}.")
         if settings.short_horizon is not None and not 1 <= settings.short_horizon <= settings.horizon:
             raise ValueError(f"protocol short_horizon must be in [1, horizon = {settings.horizon}], "
                              f"got {settings.short_horizon}.")
@@ -244,6 +239,18 @@ def _resolved_config(run_dir: Path, profile: str, overrides: Sequence[str], seed
     return cfg
 
 
+def load_trained_model(cfg: Config, model_dir: Path, n_actions: int, device: torch.device
+                       ) -> tuple[torch.nn.Module, int]:
+    """A finished model run's last weights (checked against `cfg`'s hash) in eval mode, and its update count."""
+    model = build_world_model(cfg, n_actions).to(device)
+    ckpt = Path(model_dir) / "checkpoints" / "last.pt"
+    state = load_checkpoint(ckpt, config_hash(cfg), device)
+    if state is None:
+        raise FileNotFoundError(f"{ckpt} is missing: the model run in {model_dir} kept no weights to measure.")
+    model.load_state_dict(state["model"])
+    return model.eval(), int(state["step"])
+
+
 def evaluate(model: torch.nn.Module, test: list[Any], settings: ProtocolSettings, run_dir: Path,
              train: ReplayBuffer | None = None) -> dict[str, Any]:
     """The reusable protocol on the held-out episodes; per-step errors and grid frames go to files.
@@ -310,8 +317,6 @@ def run(run_dir: str | Path, dataset_dir: str | Path, profile: str = "paper", ov
     start = time.perf_counter()
     evaluation = evaluate(trainer.model, test, settings, run_dir, train)
     eval_time = time.perf_counter() - start
-    decision = decision_metrics(trainer.model, cfg, train, test, n_actions, summary["game"],
-                                settings.decision_steps or settings.num_steps, settings.decision)
     last = read_jsonl(trainer.metrics_path)[-1]
     result = {
         "game": summary["game"], "paradigm": cfg.diffusion.paradigm, "sampler": cfg.diffusion.sampler,
@@ -324,7 +329,7 @@ def run(run_dir: str | Path, dataset_dir: str | Path, profile: str = "paper", ov
                     "test_steps": sum(ep.num_steps for ep in test),
                     "expert_mean_return": summary.get("expert_mean_return"),
                     "random_mean_return": summary.get("random_mean_return")},
-        **evaluation, "decision": decision,
+        **evaluation,
         "train_time_s": trainer.train_time, "eval_time_s": eval_time, "device": str(trainer.device),
     }
     atomic_write_json(result_path, result)

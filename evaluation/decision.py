@@ -19,7 +19,6 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
-from scipy.stats import kendalltau
 
 from diamond.data import to_float, to_uint8
 from evaluation.emulator_wm import Policy, Probes, emulator_env, restore
@@ -208,12 +207,22 @@ def imagined_returns(frames: np.ndarray, probes: Probes, actions: np.ndarray, re
     return (survival * expected).sum(-1).reshape(k, p).numpy()
 
 
-def kendall_tau(imagined: np.ndarray, real: np.ndarray) -> float:
-    """Rank agreement (Kendall τ-b) between the policies' returns inside the model and in the game; 0 when
-    either side ranks nothing (all equal: an action-blind model gives every policy the same return)."""
-    if np.ptp(imagined) <= 1e-9 or np.ptp(real) <= 1e-9:
-        return 0.0
-    return float(kendalltau(imagined, real).statistic)
+RETURN_TIE = 0.01  # returns closer than a hundredth of a reward are tied: a judge's float noise ranks nothing
+
+
+def kendall_tau(imagined: np.ndarray, real: np.ndarray, tie: float = RETURN_TIE) -> float:
+    """Rank agreement (Kendall τ-b) between the policies' returns inside the model and in the game, with returns
+    within `tie` of each other counted as tied; 0 when either side ranks nothing (an action-blind model, or a
+    judge that learned only the base rate, gives every policy the same return up to float noise)."""
+    i, j = np.triu_indices(len(real), k=1)
+
+    def signs(x: np.ndarray) -> np.ndarray:
+        d = np.asarray(x, np.float64)[i] - np.asarray(x, np.float64)[j]
+        return np.where(np.abs(d) > tie, np.sign(d), 0.0)
+
+    a, b = signs(imagined), signs(real)
+    untied = np.count_nonzero(a) * np.count_nonzero(b)
+    return float((a * b).sum() / np.sqrt(untied)) if untied else 0.0
 
 
 def separated(ceiling: float, floor: float, margin: float) -> bool:

@@ -6,7 +6,7 @@ by their margin are marked reported."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -29,10 +29,11 @@ class DecisionSettings:
     probe_every: int = 20  # steps between two probes of the probe policy's games
     merge_threshold: float = 0.5  # actions merge when their next frames agree in this fraction of probes
     cf_horizon: int = 8  # steps of each counterfactual future
-    policy_horizon: int = 30  # steps of each policy's rollout (real and imagined)
+    policy_horizon: int = 150  # steps of each policy's rollout (real and imagined): ε = 0 and 0.1 tie below ~100
     idm_steps: int = 300  # inverse-dynamics updates (batch 64)
     idm_heldout: int = 2048  # held-out real transitions for its own ceiling
-    reward_end_steps: int = 100  # R_ψ updates (the profile's batch and segment length)
+    reward_end_steps: int = 1000  # R_ψ updates (the profile's batch and segment length)
+    reward_end_prior: bool = True  # R_ψ starts at the base rate (evaluation/decision_models.PriorOffset)
     bootstrap: int = 1000
     seed: int = 0
 
@@ -44,7 +45,8 @@ class DecisionSettings:
             raise ValueError(f"unknown decision setting(s) {unknown}; valid: {', '.join(cls.__dataclass_fields__)}")
         s = cls(**values)
         if min(s.probe_every, s.cf_horizon, s.policy_horizon, s.bootstrap) < 1 or s.probes < 0 or s.probes == 1 \
-                or not 0.0 < s.merge_threshold <= 1.0 or min(s.idm_steps, s.idm_heldout, s.reward_end_steps) < 0:
+                or not 0.0 < s.merge_threshold <= 1.0 or min(s.idm_steps, s.idm_heldout, s.reward_end_steps) < 0 \
+                or not isinstance(s.reward_end_prior, bool):
             raise ValueError(f"decision settings out of range (probes 0 or >= 2, horizons/bootstrap >= 1, "
                              f"0 < merge_threshold <= 1): {s}")
         return s
@@ -77,18 +79,22 @@ class Scores:
     returns: np.ndarray  # [K, P]
 
 
-def prepare(game: str, num_history: int, num_actions: int, probe_policy: Policy, policies: Mapping[str, PolicyFactory],
-            train_idm: Callable[[ActionMerge], torch.nn.Module], settings: DecisionSettings) -> DecisionSetup:
-    """Probes, action merge (measured on them), the inverse-dynamics model (`train_idm(merge)`), real
+def decision_probes(game: str, num_history: int, probe_policy: Policy, settings: DecisionSettings) -> Probes:
+    """The protocol's real probe states (the same for every model and judge with the same settings)."""
+    return collect_probes(game, settings.probes, num_history, probe_policy, seed=10_000 + settings.seed,
+                          every=settings.probe_every)
+
+
+def prepare(probes: Probes, num_actions: int, policies: Mapping[str, PolicyFactory],
+            idm_for: Callable[[ActionMerge], torch.nn.Module], settings: DecisionSettings) -> DecisionSetup:
+    """The action merge (measured on the probes), the inverse-dynamics model for it (`idm_for(merge)`), the real
     counterfactual futures and the policies' real rollouts from every probe."""
-    probes = collect_probes(game, settings.probes, num_history, probe_policy, seed=10_000 + settings.seed,
-                            every=settings.probe_every)
     emulator = EmulatorWorldModel(probes)
     merge = merge_actions_by_effect(emulator, probes, num_actions, settings.merge_threshold)
     sequences = counterfactual_sequences(merge, settings.cf_horizon)
     real_futures = rollout(emulator, probes, np.broadcast_to(sequences, (len(probes), *sequences.shape)).copy())
     actions, rewards, losses = play_policies(probes, policies, settings.policy_horizon, settings.seed)
-    return DecisionSetup(probes, merge, train_idm(merge), tuple(policies), sequences, real_futures,
+    return DecisionSetup(probes, merge, idm_for(merge), tuple(policies), sequences, real_futures,
                          actions.transpose(1, 0, 2).copy(), real_returns(rewards, losses).T.copy(), emulator)
 
 
@@ -112,18 +118,55 @@ def references(setup: DecisionSetup, reward_model: Any) -> dict[str, Scores]:
             FLOORS[1]: score(ActionsWithheld(blind), reward_model, setup)}
 
 
-def _statistics(s: Scores, ceiling: Scores, copy: Scores, setup: DecisionSetup) -> dict[str, Callable[[np.ndarray], float]]:
+def per_probe(s: Scores) -> dict[str, np.ndarray]:
+    """The per-probe numbers every summary metric is made of ([K] each, returns [K, P]): what a run stores so that
+    runs on the same probes (seeds of one arm) can be pooled probe by probe."""
+    return {"action": s.action.mean(1), "cf_error": s.cf_error.mean((1, 2)), "cf_final": s.cf_error[:, :, -1].mean(1),
+            "cf_spread": s.cf_spread.mean(1), "cf_match": s.cf_match.mean(1), "returns": s.returns}
+
+
+def _statistics(s: Mapping[str, np.ndarray], ceiling: Mapping[str, np.ndarray], copy: Mapping[str, np.ndarray],
+                real_spread: np.ndarray, real: np.ndarray) -> dict[str, Callable[[np.ndarray], float]]:
     """Each summary metric as a function of resampled probe indices (paired with the references)."""
-    real_spread = counterfactual_spread(setup.real_futures)
     return {
-        "action_accuracy": lambda i: float(s.action[i].mean()),
-        "action_ratio": lambda i: float(s.action[i].mean() / max(ceiling.action[i].mean(), 1e-9)),
-        "cf_mse_final": lambda i: float(s.cf_error[i, :, -1].mean()),
-        "cf_gain": lambda i: float(1.0 - s.cf_error[i].mean() / max(copy.cf_error[i].mean(), 1e-12)),
-        "cf_spread_ratio": lambda i: float(s.cf_spread[i].mean() / max(real_spread[i].mean(), 1e-12)),
-        "cf_match": lambda i: float(s.cf_match[i].mean()),
-        "policy_tau": lambda i: kendall_tau(s.returns[i].mean(0), setup.real_returns[i].mean(0)),
+        "action_accuracy": lambda i: float(s["action"][i].mean()),
+        "action_ratio": lambda i: float(s["action"][i].mean() / max(ceiling["action"][i].mean(), 1e-9)),
+        "cf_mse_final": lambda i: float(s["cf_final"][i].mean()),
+        "cf_gain": lambda i: float(1.0 - s["cf_error"][i].mean() / max(copy["cf_error"][i].mean(), 1e-12)),
+        "cf_spread_ratio": lambda i: float(s["cf_spread"][i].mean() / max(real_spread[i].mean(), 1e-12)),
+        "cf_match": lambda i: float(s["cf_match"][i].mean()),
+        "policy_tau": lambda i: kendall_tau(s["returns"][i].mean(0), real[i].mean(0)),
     }
+
+
+def metric_rows(values: Mapping[str, Mapping[str, np.ndarray]], real_spread: np.ndarray, real: np.ndarray,
+                bootstrap: int, seed: int) -> list[dict[str, Any]]:
+    """One row per setting (`values`: setting -> per_probe numbers, the ceiling and copy floor among them): each
+    metric and its 95 % bootstrap CI over probes."""
+    k = len(real)
+    rows = []
+    for name, v in values.items():
+        row: dict[str, Any] = {"setting": name}
+        for metric, stat in _statistics(v, values[CEILING], values[FLOORS[0]], real_spread, real).items():
+            row[metric] = stat(np.arange(k))
+            row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = bootstrap_ci(stat, k, bootstrap, seed)
+        rows.append(row)
+    return rows
+
+
+def pooled_rows(runs: Sequence[Mapping[str, Any]], setting: str) -> dict[str, Any]:
+    """One setting (e.g. "n=3") of several runs on the same probes (an arm's seeds), pooled: each per-probe number
+    averaged over the runs, then the metrics with 95 % bootstrap CIs over probes (references from the first run)."""
+    first = runs[0]
+    if any(r["probe_digest"] != first["probe_digest"] for r in runs):
+        raise ValueError("runs measured on different probes cannot be pooled probe by probe.")
+    arrays = [{k: np.asarray(v) for k, v in r["per_probe"][setting].items()} for r in runs]
+    pooled = {k: np.mean([a[k] for a in arrays], axis=0) for k in arrays[0]}
+    refs = {name: {k: np.asarray(v) for k, v in first["per_probe"][name].items()} for name in (CEILING, *FLOORS)}
+    extra = {k: np.asarray(first[k]) for k in ("real_spread", "real_returns_per_probe")}
+    (row,) = metric_rows({**refs, setting: pooled}, extra["real_spread"], extra["real_returns_per_probe"],
+                         first["settings"]["bootstrap"], first["settings"]["seed"])[-1:]
+    return row
 
 
 def summarise(scores: Mapping[str, Scores], setup: DecisionSetup, settings: DecisionSettings) -> dict[str, Any]:
@@ -132,13 +175,11 @@ def summarise(scores: Mapping[str, Scores], setup: DecisionSetup, settings: Deci
     ceiling from the floors (only those are reported)."""
     k = len(setup.probes)
     everything = {CEILING: scores[CEILING], **{f: scores[f] for f in FLOORS}, **scores}
-    rows, curves, returns = [], [], []
+    values = {name: per_probe(s) for name, s in everything.items()}
+    real_spread = counterfactual_spread(setup.real_futures).mean(1)
+    rows = metric_rows(values, real_spread, setup.real_returns, settings.bootstrap, settings.seed)
+    curves, returns = [], []
     for name, s in everything.items():
-        row: dict[str, Any] = {"setting": name}
-        for metric, stat in _statistics(s, scores[CEILING], scores[FLOORS[0]], setup).items():
-            row[metric] = stat(np.arange(k))
-            row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = bootstrap_ci(stat, k, settings.bootstrap, settings.seed)
-        rows.append(row)
         curves += [{"setting": name, "step": t + 1, "cf_mse": float(v)} for t, v in enumerate(s.cf_error.mean((0, 1)))]
         returns += [{"setting": name, "policy": p, "imagined": float(v), "real": float(r)}
                     for p, v, r in zip(setup.policy_names, s.returns.mean(0), setup.real_returns.mean(0))]
@@ -147,4 +188,6 @@ def summarise(scores: Mapping[str, Scores], setup: DecisionSetup, settings: Deci
     return {"settings": asdict(settings), "num_probes": k, "classes": [list(c) for c in setup.merge.classes],
             "merge_agreement": setup.merge.agreement.round(3).tolist(), "policies": list(setup.policy_names),
             "rows": rows, "cf_curves": curves, "policy_returns": returns, "reported": reported,
-            "margins": dict(MARGINS), **setup.notes}
+            "margins": dict(MARGINS), "probe_digest": setup.probes.digest(),
+            "per_probe": {name: {key: v.tolist() for key, v in vals.items()} for name, vals in values.items()},
+            "real_spread": real_spread.tolist(), "real_returns_per_probe": setup.real_returns.tolist(), **setup.notes}

@@ -8,15 +8,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm import tqdm
 
 from diamond.agent import make_optimizer, reward_end_loss, warmup_schedule
+from diamond.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from diamond.config import config_hash
 from diamond.data import ReplayBuffer, sample_segments, to_float
+from diamond.io import CorruptFileError
 from evaluation.decision import ActionMerge, idm_inputs
 
 
@@ -85,27 +90,138 @@ def balanced_accuracy(idm: nn.Module, episodes: Sequence[Any], merge: ActionMerg
     return float(np.mean([np.mean(pred[true == c] == c) for c in np.unique(true)]))
 
 
-def train_reward_end(cfg: Any, train: ReplayBuffer, num_actions: int, steps: int, seed: int) -> nn.Module:
-    """R_ψ as the agent builds it (cfg.reward_end) and trains it (reward_end_loss, cfg.reward_end_optim, segments of
-    training.reward_end_seq_len + 1 frames padded on both sides), on the static training episodes."""
+def build_reward_end(cfg: Any, num_actions: int) -> nn.Module:
+    """R_ψ as the agent builds it (cfg.reward_end)."""
     from diamond.nets.reward_end import RewardEndNet
 
+    re = cfg.reward_end
+    return RewardEndNet(num_actions, channels=tuple(re.channels), depths=tuple(re.depths), cond_dim=re.cond_dim,
+                        lstm_dim=re.lstm_dim, bottleneck_attention=re.bottleneck_attention, img_size=cfg.env.size,
+                        attention_residual=re.attention_residual)
+
+
+class PriorOffset(nn.Module):
+    """R_ψ whose logits are offset by the log class frequencies of the training transitions (a fixed bias).
+
+    Why: R_ψ's last layer has no bias, so the base rate (3 % rewarded, 0.16 % ends in the Figure 3 data) must be
+    carried by its LSTM; the first updates push all 1,024 LSTM inputs the same way and saturate its gates (measured
+    at the cpu profile: 97 % of gate inputs beyond |4| after 10 updates, the same hidden state for every input,
+    held-out p(reward) equal on rewarded and other transitions after 1,000 updates). Starting at the base rate, only
+    the discriminative part is left to learn."""
+
+    def __init__(self, net: nn.Module, reward_freq: Sequence[float], end_freq: Sequence[float]) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("log_reward_prior", torch.log(torch.tensor(reward_freq, dtype=torch.float32).clamp_min(1e-4)))
+        self.register_buffer("log_end_prior", torch.log(torch.tensor(end_freq, dtype=torch.float32).clamp_min(1e-4)))
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor, state: Any = None) -> tuple:
+        rew, end, state = self.net(obs, act, next_obs, state)
+        return rew + self.log_reward_prior, end + self.log_end_prior, state
+
+
+def class_frequencies(buffer: ReplayBuffer) -> tuple[list[float], list[float]]:
+    """Frequencies of the reward signs (-1, 0, 1) and of the end flag over every transition of `buffer`."""
+    rew = np.concatenate([np.sign(ep.rew) + 1 for ep in buffer.episodes]).astype(np.int64)
+    end = np.concatenate([ep.end for ep in buffer.episodes]).astype(np.int64)
+    return (list(np.bincount(rew, minlength=3) / len(rew)), list(np.bincount(end, minlength=2) / len(end)))
+
+
+def build_judge_reward_end(cfg: Any, num_actions: int, prior: tuple[Sequence[float], Sequence[float]] | None
+                           ) -> nn.Module:
+    """The judges' R_ψ: the agent's network, wrapped in PriorOffset when `prior` (reward, end frequencies) is given."""
+    net = build_reward_end(cfg, num_actions)
+    return net if prior is None else PriorOffset(net, *prior)
+
+
+def _reward_end_batch(cfg: Any, buffer: ReplayBuffer, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+    seg = sample_segments(buffer, cfg.training.batch_size, cfg.training.reward_end_seq_len + 1, rng, pad="both",
+                          recency_weights=None).to_torch()
+    return to_float(seg.obs) * seg.mask[:, :, None, None, None], seg.act, seg.rew, seg.end, seg.mask
+
+
+def train_reward_end(cfg: Any, train: ReplayBuffer, num_actions: int, steps: int, seed: int,
+                     resume: dict[str, Any] | None = None, save: Callable[[dict[str, Any]], None] | None = None,
+                     save_every: int = 100, progress: bool = False, prior: bool = False) -> nn.Module:
+    """R_ψ trained as the agent trains it (reward_end_loss, cfg.reward_end_optim, segments of
+    training.reward_end_seq_len + 1 frames padded on both sides), on the static training episodes.
+
+    `save(state)` receives a resumable state every `save_every` steps; `resume` is such a state (the run goes
+    on where it stopped, with the same random streams). `prior`: start from the base rate (PriorOffset)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    re = cfg.reward_end
-    model = RewardEndNet(num_actions, channels=tuple(re.channels), depths=tuple(re.depths), cond_dim=re.cond_dim,
-                         lstm_dim=re.lstm_dim, bottleneck_attention=re.bottleneck_attention, img_size=cfg.env.size,
-                         attention_residual=re.attention_residual)
+    model = build_judge_reward_end(cfg, num_actions, class_frequencies(train) if prior else None)
     opt = make_optimizer(model, cfg.reward_end_optim)
     sched = warmup_schedule(opt, cfg.reward_end_optim.warmup_steps)
-    for _ in range(steps):
-        seg = sample_segments(train, cfg.training.batch_size, cfg.training.reward_end_seq_len + 1, rng, pad="both",
-                              recency_weights=None).to_torch()
-        obs = to_float(seg.obs) * seg.mask[:, :, None, None, None]
-        ce_rew, ce_end = reward_end_loss(model, obs, seg.act, seg.rew, seg.end, seg.mask)
+    done = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        restore_rng(resume["rng"], rng)
+        done = int(resume["step"])
+    model.train()
+    for step in tqdm(range(done + 1, steps + 1), desc="R_ψ updates", initial=done, total=steps, disable=not progress):
+        ce_rew, ce_end = reward_end_loss(model, *_reward_end_batch(cfg, train, rng))
         opt.zero_grad(set_to_none=True)
         (ce_rew + ce_end).backward()
         nn.utils.clip_grad_norm_(model.parameters(), cfg.reward_end_optim.max_grad_norm)
         opt.step()
         sched.step()
+        if save is not None and (step % save_every == 0 or step == steps):
+            save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                  "scheduler": sched.state_dict(), "rng": rng_state(rng)})
     return model.eval()
+
+
+@torch.no_grad()
+def reward_end_heldout(cfg: Any, model: nn.Module, test: Sequence[Any], batches: int, seed: int) -> dict[str, float]:
+    """R_ψ's cross-entropies on held-out episodes beside those of the best constant guess (the held-out label
+    frequencies): a judge that only learned the base rate scores the constant's value, and ranks no policy."""
+    buffer = ReplayBuffer()
+    for ep in test:
+        buffer.add_episode(ep)
+    rng = np.random.default_rng(seed)
+    ce = np.zeros(2)
+    labels: list[list[np.ndarray]] = [[], []]
+    for _ in range(batches):
+        obs, act, rew, end, mask = _reward_end_batch(cfg, buffer, rng)
+        ce += np.array([v.item() for v in reward_end_loss(model, obs, act, rew, end, mask)]) / batches
+        valid = (mask[:, :-1] & mask[:, 1:]).numpy()
+        labels[0].append((np.sign(rew[:, :-1].numpy()) + 1)[valid].astype(np.int64))
+        labels[1].append(end[:, :-1].numpy()[valid].astype(np.int64))
+
+    def constant(y: np.ndarray, classes: int) -> float:
+        freq = np.bincount(y, minlength=classes) / len(y)
+        return float(-(freq[freq > 0] * np.log(freq[freq > 0])).sum())
+
+    rew_y, end_y = np.concatenate(labels[0]), np.concatenate(labels[1])
+    return {"reward_ce": float(ce[0]), "reward_ce_constant": constant(rew_y, 3), "end_ce": float(ce[1]),
+            "end_ce_constant": constant(end_y, 2), "transitions": int(len(rew_y)), "rewarded": int((rew_y != 1).sum()),
+            "ends": int(end_y.sum())}
+
+
+def save_judges(path: Path, idm: InverseDynamics, reward_model: nn.Module, merge: ActionMerge, digest: str) -> None:
+    """Both judges' weights and the action classes they were trained for, tagged with the judges' config hash."""
+    save_checkpoint(path, {"idm": idm.state_dict(), "reward_end": reward_model.state_dict(),
+                           "classes": [list(c) for c in merge.classes]}, digest)
+
+
+def load_judges(path: Path, cfg: Any, num_actions: int) -> tuple[InverseDynamics, nn.Module, list[list[int]]]:
+    """(IDM, R_ψ, action classes) from save_judges' file, written under `cfg` (checked by its hash; weights_only)."""
+    state = load_checkpoint(path, config_hash(cfg), torch.device("cpu"))
+    if state is None:
+        raise FileNotFoundError(f"{path} is missing: the judges run kept no weights.")
+    classes = [[int(a) for a in c] for c in state["classes"]]
+    prior = None
+    if "log_reward_prior" in state.get("reward_end", {}):  # PriorOffset: its buffers are overwritten on loading
+        prior = ([1.0] * 3, [1.0] * 2)
+    idm, reward_model = InverseDynamics(len(classes), img_size=cfg.env.size), build_judge_reward_end(cfg, num_actions,
+                                                                                                     prior)
+    try:
+        idm.load_state_dict(state["idm"])
+        reward_model.load_state_dict(state["reward_end"])
+    except (KeyError, RuntimeError) as e:
+        raise CorruptFileError(f"{path}: its weights do not fit the judges' networks ({type(e).__name__}); move the "
+                               "judges run folder away to train them again") from e
+    return idm.eval(), reward_model.eval(), classes

@@ -60,6 +60,11 @@ class Probes:
     def __len__(self) -> int:
         return len(self.states)
 
+    def digest(self) -> str:
+        """A short fingerprint of the contexts and actions: runs with equal digests were measured on the same
+        states."""
+        return hashlib.sha1(self.obs.tobytes() + self.act.tobytes()).hexdigest()[:12]
+
 
 def collect_probes(game: str, count: int, num_history: int, policy: Policy, seed: int, every: int = 20,
                    warmup: int = 40) -> Probes:

@@ -25,10 +25,12 @@ PAPER_TABLE6 = pd.DataFrame([  # App. J.4, Table 6: CS:GO and motorway driving, 
 def build_conditioning_report(ctx: ReportContext, grid: Sequence[Sequence[RunSpec]], arms: Mapping[str, str],
                               reference: str, history: int) -> tuple[Path, Path]:
     """Table 6's columns for frame-stack and cross-attention, paired CIs. The suite hands in its stages
-    ([dataset], [models], [evaluations]), its arms (key -> label), the reference arm's key and L."""
+    ([dataset], [models, judges], [evaluations, decision measurements]), its arms (key -> label), the reference arm's key and L."""
     specs = [s for stage in grid for s in stage]
     done = [s for s in specs if (s.run_dir / "result.json").is_file()]
-    evals = [s for s in grid[2] if s in done]
+    models = [s for s in grid[1] if s.entry == "ablations.static_wm:run"]
+    evals = [s for s in grid[2] if s in done and s.entry == "ablations.arms:evaluate_world_model"]
+    decisions = [s for s in grid[2] if s in done and s.entry == "ablations.static_decision:run"]
     if not evals:
         raise FileNotFoundError(f"no finished evaluation under {ctx.runs_dir}; run the suite first.")
     items = {}
@@ -79,11 +81,13 @@ def build_conditioning_report(ctx: ReportContext, grid: Sequence[Sequence[RunSpe
     curves = error_curves([(spec, [item]) for spec, item in first_seed], out / "figures" / "errors.png")
     if curves:
         report.figure(curves, caption="Open-loop MSE against real frames per step (band: 95 % CI over rollouts).")
-    decision_section(report, [(f"{arms[s.group]} s{s.kwargs['seed']}", read_result(s.run_dir))
-                              for s in grid[1] if s in done])
+    decision_section(report, [(f"{arms[s.group]} s{s.kwargs['seed']}", read_result(s.run_dir)) for s in decisions]
+                     or [(f"{arms[s.group]} s{s.kwargs['seed']}", {"decision": {"skipped": "not measured yet"}})
+                         for s in models if s in done],
+                     arm_of={f"{arms[s.group]} s{s.kwargs['seed']}": arms[s.group] for s in decisions})
     report.heading("Training")
     rows = []
-    for spec in grid[1]:
+    for spec in models:
         if spec in done:
             r = read_result(spec.run_dir)
             rows.append({"model": spec.name, "updates": r["train_steps"], "batch size": r["batch_size"],
@@ -91,6 +95,6 @@ def build_conditioning_report(ctx: ReportContext, grid: Sequence[Sequence[RunSpe
                          "train time": format_hours(r["train_time_s"]), "device": r["device"]})
     report.table(pd.DataFrame(rows), "training", caption="Denoiser training on the same data and schedule.",
                  float_fmt="{:.4g}")
-    settings_section(report, [s for s in grid[1] if s in done], ctx.profile)
+    settings_section(report, [s for s in models if s in done], ctx.profile)
     runs_section(report, specs, done)
     return report.write()

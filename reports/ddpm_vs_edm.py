@@ -43,6 +43,7 @@ class ArmRuns:
     label: str
     specs: tuple[RunSpec, ...]
     causes: tuple[RunSpec, ...] = ()  # the noise-level measurements of each run, in the same order (may be none)
+    decisions: tuple[RunSpec, ...] = ()  # the decision measurements of each run, in the same order (may be none)
 
 
 def load_errors(arms: Sequence[ArmRuns], results: dict[str, dict[str, Any]]) -> pd.DataFrame:
@@ -140,13 +141,15 @@ def expert_return(data: dict[str, Any]) -> str:
     return f"{data['expert_mean_return']:.1f} ({data.get('num_full_games', '?')} full games)"
 
 
-def build_report(ctx: ReportContext, dataset: RunSpec, arms: Sequence[ArmRuns], *, paradigm_pair: tuple[str, str],
+def build_report(ctx: ReportContext, dataset: RunSpec, judges: RunSpec, arms: Sequence[ArmRuns], *,
+                 paradigm_pair: tuple[str, str],
                  chain_pair: tuple[str, str], offset_pair: tuple[str, str] | None = None) -> tuple[Path, Path]:
     """<report dir>/report.md + report.pdf from the suite's finished run folders."""
     specs = [s for arm in arms for s in arm.specs]
     finished = [s for s in specs if (s.run_dir / "result.json").is_file()]
     measured = [(m, c) for arm in arms for m, c in zip(arm.specs, arm.causes) if (c.run_dir / "result.json").is_file()]
-    missing = [s for s in [dataset, *specs, *(c for arm in arms for c in arm.causes)]
+    decided = [(m, d) for arm in arms for m, d in zip(arm.specs, arm.decisions) if (d.run_dir / "result.json").is_file()]
+    missing = [s for s in [dataset, *specs, judges, *(c for arm in arms for c in (*arm.causes, *arm.decisions))]
                if not (s.run_dir / "result.json").is_file()]
     if dataset in missing or not finished:
         raise FileNotFoundError(f"no finished dataset and world-model runs under {ctx.runs_dir}; run the suite first.")
@@ -165,7 +168,7 @@ def build_report(ctx: ReportContext, dataset: RunSpec, arms: Sequence[ArmRuns], 
 
     out = ctx.out_dir
     report = Report(f"Ablation: DDPM vs EDM diffusion world models (§5.1, Figure 3; profile {ctx.profile})", out)
-    for text in (profile_banner(ctx.profile), completion_banner(len(finished) + len(measured) + 1, missing)):
+    for text in (profile_banner(ctx.profile), completion_banner(len(finished) + len(measured) + len(decided) + 2 - (judges in missing), missing)):
         if text:
             report.banner(text)
     requested = max(r["rollouts"]["horizon_requested"] for r in results.values())
@@ -264,7 +267,10 @@ def build_report(ctx: ReportContext, dataset: RunSpec, arms: Sequence[ArmRuns], 
         report.paragraph("Not computed: " + "; ".join(sorted(reasons)) + ".")
 
     label_of = {s.name: arm.label for arm in arms for s in arm.specs}
-    decision_section(report, [(f"{label_of[name]} s{r['seed']}", r) for name, r in results.items()])
+    decision_section(report, [(f"{label_of[m.name]} s{m.kwargs['seed']}", read_result(d.run_dir)) for m, d in decided]
+                     or [(f"{label_of[name]} s{r['seed']}", {"decision": {"skipped": "not measured yet"}})
+                         for name, r in results.items()],
+                     arm_of={f"{label_of[m.name]} s{m.kwargs['seed']}": label_of[m.name] for m, _ in decided})
     report.heading("Training")
     training = pd.DataFrame([{"arm": label_of[name], "seed": r["seed"], "updates": r["train_steps"],
                               "train loss": r["train_loss"], "test loss": r["test_loss"],

@@ -7,10 +7,11 @@ named and left out (docs/world-model-metrics.md)."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from evaluation.decision_eval import pooled_rows
 from reports.builder import Report
 from reports.common import format_ci
 
@@ -47,6 +48,38 @@ def decision_table(runs: Sequence[tuple[str, dict[str, Any]]], shown: Sequence[s
     return pd.DataFrame([*models, *(row for row in rows if row["model"] in references)])
 
 
+def pooled_by_arm(runs: Sequence[tuple[str, dict[str, Any]]], arm_of: Mapping[str, str]) -> list[dict[str, Any]]:
+    """One row per arm and model setting: the arm's runs (seeds, same probes) pooled probe by probe (pooled_rows)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for label, d in runs:
+        groups.setdefault(arm_of[label], []).append(d)
+    references = {r["setting"] for r in runs[0][1]["rows"][:3]}
+    return [{"arm": arm, "runs": len(ds), **pooled_rows(ds, setting)} for arm, ds in groups.items()
+            for setting in [r["setting"] for r in ds[0]["rows"] if r["setting"] not in references]]
+
+
+def arm_table(pooled: Sequence[dict[str, Any]], shown: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame([{"arm": r["arm"], "setting": r["setting"], "runs": r["runs"],
+                          **{METRICS[m]: format_ci(r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"]) for m in shown}}
+                         for r in pooled])
+
+
+def arm_findings(pooled: Sequence[dict[str, Any]], references: Sequence[dict[str, Any]], reported: Sequence[str]
+                 ) -> str:
+    """Which arm × n settings beat the best floor of each reported metric (95 % CI above it), which do not."""
+    floor = {m: max(r[m] for r in references[1:]) for m in reported}
+    parts = []
+    for m in reported:
+        above = [f"{r['arm']} {r['setting']}" for r in pooled if r[f"{m}_ci_low"] > floor[m]]
+        below = [f"{r['arm']} {r['setting']}" for r in pooled if r[f"{m}_ci_low"] <= floor[m]]
+        parts.append(f"{METRICS[m]} (ceiling {references[0][m]:.3g}, best floor {floor[m]:.3g}): above the floor "
+                     f"{', '.join(above) or 'none'}; not above it {', '.join(below) or 'none'}")
+    return ("Per arm, with the CI's lower end against the best floor — " + "; ".join(parts) + ". What this adds to "
+            "the pixel metrics: a frame error says how close the imagined frames are, not whether they carry the "
+            "action (copying the last frame has a small error and chance accuracy); a setting not above the floor "
+            "here gives an agent frames that do not depend on what it does.")
+
+
 def returns_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
     """Mean return of each policy of the family: real, and inside each model (R_ψ's expected rewards)."""
     first = pd.DataFrame(runs[0][1]["policy_returns"])
@@ -71,9 +104,24 @@ def _not_separated(runs: Sequence[tuple[str, dict[str, Any]]], metric: str) -> s
             + f", margin {d['margins'][metric]:g})")
 
 
-def decision_section(report: Report, runs: Sequence[tuple[str, dict[str, Any]]], level: int = 2) -> None:
-    """The section: what was measured, the metrics that separate ceiling from floor, the policy returns, the cost.
-    `runs`: (label, result.json) of finished static runs; runs without decision metrics are named and skipped."""
+def judge_text(d: dict[str, Any]) -> str:
+    """R_ψ's held-out cross-entropies beside the best constant guess's: whether the judge learned more than the
+    base rate (one that did not gives every policy the same return)."""
+    h = d.get("reward_end_heldout")
+    if not h:
+        return ""
+    start = ", started at the base rate (PriorOffset)" if d["settings"].get("reward_end_prior") else ""
+    return (f"R_ψ ({d['settings']['reward_end_steps']} updates{start}, shared by every model) on held-out transitions "
+            f"({h['transitions']}, {h['rewarded']} rewarded, {h['ends']} ends): reward cross-entropy "
+            f"{h['reward_ce']:.3f} against {h['reward_ce_constant']:.3f} for the best constant guess, end "
+            f"{h['end_ce']:.3f} against {h['end_ce_constant']:.3f}. ")
+
+
+def decision_section(report: Report, runs: Sequence[tuple[str, dict[str, Any]]], level: int = 2,
+                     arm_of: Mapping[str, str] | None = None) -> None:
+    """The section: what was measured, the metrics that separate ceiling from floor (per arm when `arm_of` maps
+    run labels to arms, then per run), the policy returns, the cost. `runs`: (label, result.json) of finished
+    decision measurements; runs without decision metrics are named and skipped."""
     report.heading("Decision fidelity: action following, counterfactuals, policy evaluation", level)
     skipped = [f"{label}: {r.get('decision', {}).get('skipped', 'not measured')}" for label, r in runs
                if "rows" not in r.get("decision", {})]
@@ -89,13 +137,20 @@ def decision_section(report: Report, runs: Sequence[tuple[str, dict[str, Any]]],
                      f"cloned at each. Action classes, merged where the emulator's next frames agree in at least "
                      f"{first['settings']['merge_threshold']:g} of the probes: {classes}. Inverse-dynamics balanced "
                      f"accuracy on the held-out episodes' real transitions (expert actions): "
-                     f"{first.get('idm_heldout_balanced_accuracy', float('nan')):.3f}. " + EXPLAIN)
+                     f"{first.get('idm_heldout_balanced_accuracy', float('nan')):.3f}. " + judge_text(first) + EXPLAIN)
     reported = [m for m in METRICS if m not in RIDES_WITH and all(d["reported"][m] for _, d in measured)]
     shown = [m for m in METRICS if m in reported or RIDES_WITH.get(m) in reported]
     dropped = [m for m in METRICS if m not in RIDES_WITH and m not in reported]
+    if arm_of:
+        pooled = pooled_by_arm(measured, arm_of)
+        report.table(arm_table(pooled, shown), "decision_metrics_per_arm", caption="Decision metrics per "
+                     "arm and n: each probe's numbers averaged over the arm's runs (seeds; every run uses the same "
+                     "probes and judges), then the metric [95 % bootstrap CI over probes].")
+        if reported:
+            report.paragraph(arm_findings(pooled, first["rows"][:3], reported))
     report.table(decision_table(measured, shown), "decision_metrics", caption="Decision metrics per model and n, "
                  "then the ceiling (the emulator as a world model) and the floors (copy-last-frame; the emulator "
-                 "fed NOOP whatever the action) on the same probes, with R_ψ of the first run.")
+                 "fed NOOP whatever the action) on the same probes, judged by the same IDM and R_ψ.")
     if dropped:
         report.paragraph("Not reported, because the ceiling does not beat both floors by the margin in every run: "
                          + "; ".join(_not_separated(measured, m) for m in dropped) + ".")
@@ -104,4 +159,7 @@ def decision_section(report: Report, runs: Sequence[tuple[str, dict[str, Any]]],
                  "imagined with R_ψ's expected rewards and survival.", float_fmt="{:.2f}")
     costs = "; ".join(f"{label}: " + ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in d["cost_cpu_s"].items())
                       + f" (total {sum(d['cost_cpu_s'].values()) / 60:.1f} min)" for label, d in measured)
-    report.paragraph(f"Cost per run, CPU seconds of the run's process: {costs}.")
+    judges = first.get("judges_cost_cpu_s")
+    shared = "" if not judges else ("Judges, trained once for every run: " + ", ".join(
+        f"{k.replace('_', ' ')} {v:.0f} s" for k, v in judges.items()) + f" (total {sum(judges.values()) / 60:.1f} min). ")
+    report.paragraph(f"{shared}Cost per run, CPU seconds of the run's process: {costs}.")

@@ -84,7 +84,12 @@ def test_nfe_and_conditioning_grids(tmp_path):
     assert [a.num_steps for a in nfe.ARMS] == [1, 2, 3, 5, 10] and nfe.GRID.reference.num_steps == 3
     assert conditioning.fit_cond_dim(256, 6) == 258 and conditioning.fit_cond_dim(32, 6) == 36
     assert conditioning.fit_cond_dim(30, 5) == 30 and conditioning.fit_cond_dim(31, 5) == 40
-    (data,), models, evals = conditioning.stages(SuiteOptions(out=tmp_path, seeds=2))
+    (data,), (*models, judges), measured = conditioning.stages(SuiteOptions(out=tmp_path, seeds=2))
+    evals, decisions = measured[::2], measured[1::2]
+    assert judges.entry == "ablations.static_judges:run" and "diffusion.num_history=6" in judges.kwargs["overrides"]
+    assert [d.kwargs["model_dir"] for d in decisions] == [str(m.run_dir) for m in models]
+    assert all(d.entry == "ablations.static_decision:run" and d.kwargs["judges_dir"] == str(judges.run_dir)
+               for d in decisions)
     assert [m.name for m in models] == ["wm-frame_stack-s0", "wm-frame_stack-s1", "wm-cross_attention-s0",
                                         "wm-cross_attention-s1"]
     for m in models:
@@ -101,7 +106,7 @@ def test_nfe_and_conditioning_grids(tmp_path):
 
 
 @pytest.mark.parametrize("suite, runs, hours", [("ablation_sampler", 73, "4181.0"), ("ablation_nfe", 88, "5225.0"),
-                                                ("ablation_conditioning", 5, "9.4")])
+                                                ("ablation_conditioning", 8, "10.0")])
 def test_dry_run_lists_the_grid_and_writes_nothing(tmp_path, capsys, suite, runs, hours):
     assert run_suite.main(["--suite", suite, "--dry-run", "--out", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
@@ -276,3 +281,6 @@ def test_conditioning_suite_end_to_end(tmp_path, tiny_schedules):
     assert list(diff["arm"]) == ["cross-attention s0"] and diff["Δ MSE"].str.contains(r"\[").all()
     md = (tmp_path / "reports" / "ablation_conditioning" / "report.md").read_text()
     assert "Seed 0: On MSE (lower is better)" in md and "DIAMOND cross-attention" in md
+    decision = _table(tmp_path, "ablation_conditioning", "decision_metrics")  # stage 3 with the shared judges
+    assert {"frame-stack s0, n=3", "cross-attention s0, n=3", "emulator (ceiling)"} <= set(decision["model"])
+    assert "R_ψ (" in md and "shared by every model" in md

@@ -27,7 +27,9 @@ TINY = ("denoiser.channels=[8,8]", "denoiser.depths=[1,1]", "denoiser.cond_dim=1
 
 def test_grid_is_dataset_then_every_arm_on_it(tmp_path):
     opts = SuiteOptions(profile="paper", out=tmp_path, seeds=2)
-    (dataset,), models, causes = get_suite("ablation_ddpm_vs_edm").stages(opts)
+    (dataset,), (*models, judges), measured = get_suite("ablation_ddpm_vs_edm").stages(opts)
+    causes, decisions = measured[: len(models)], measured[len(models):]
+    assert judges.entry == "ablations.static_judges:run" and judges.kwargs["dataset_dir"] == str(dataset.run_dir / "dataset")
     assert dataset.kwargs["num_frames"] == 100_000 and dataset.entry == "ablations.static_data:run"
     assert [m.name for m in models] == [f"wm-{a}-Breakout-s{s}" for a in ("edm", "ddpm", "edm-offset", "edm-chain2")
                                         for s in (0, 1)]
@@ -44,17 +46,25 @@ def test_grid_is_dataset_then_every_arm_on_it(tmp_path):
         assert cause.name == model.name.replace("wm-", "cause-") and cause.entry == "ablations.static_cause:run"
         assert cause.kwargs["model_dir"] == str(model.run_dir) and cause.kwargs["overrides"] == model.kwargs["overrides"]
         assert cause.kwargs["horizon"] == 1000 and cause.kwargs["seed"] == model.kwargs["seed"]
+    for model, decision in zip(models, decisions, strict=True):  # every model judged by the same judges
+        assert decision.entry == "ablations.static_decision:run" and decision.kwargs["judges_dir"] == str(judges.run_dir)
+        assert decision.kwargs["model_dir"] == str(model.run_dir) and decision.kwargs["seed"] == model.kwargs["seed"]
+        assert decision.kwargs["overrides"] == model.kwargs["overrides"]
+        assert decision.kwargs["decision"] == judges.kwargs["decision"] and decision.kwargs["num_steps"] == [1, 2, 3, 5, 10]
 
 
 def test_cpu_profile_trains_two_seeds_of_every_arm_and_rolls_n_1_and_3_to_t_1000(tmp_path):
-    (_,), models, causes = get_suite("ablation_ddpm_vs_edm").stages(SuiteOptions(profile="cpu", out=tmp_path))
+    (_,), (*models, judges), measured = get_suite("ablation_ddpm_vs_edm").stages(SuiteOptions(profile="cpu", out=tmp_path))
+    causes, decisions = measured[: len(models)], measured[len(models):]
     assert [m.name for m in models] == [f"wm-{a}-Breakout-s{s}" for a in ("edm", "ddpm", "edm-offset") for s in (0, 1)]
     protocol = static_wm.ProtocolSettings.from_dict(models[0].kwargs["protocol"])
     assert protocol.horizon == 1000 and protocol.long_steps == (1, 3) and protocol.horizons() == {2: 120, 5: 120, 10: 120}
-    assert protocol.decision_steps == (1, 3) and [c.kwargs["short_horizon"] for c in causes] == [120] * 6
+    assert [c.kwargs["short_horizon"] for c in causes] == [120] * 6
+    assert [d.kwargs["num_steps"] for d in decisions] == [[1, 3]] * 6
+    assert judges.kwargs["decision"]["policy_horizon"] == 150  # ε = 0 and 0.1 tie in shorter real rollouts
     labels = [v["label"] for v in causes[0].kwargs["variants"]]
     assert labels == ["n=3, σ_min=0.05", "n=3, σ_min=0.3", "n=3, start N(0, σ_max²)", "n=10, start N(0, σ_max²)"]
-    (_,), smoke, _ = get_suite("ablation_ddpm_vs_edm").stages(SuiteOptions(profile="smoke", out=tmp_path, seeds=3))
+    (_,), (*smoke, _), _ = get_suite("ablation_ddpm_vs_edm").stages(SuiteOptions(profile="smoke", out=tmp_path, seeds=3))
     assert [m.name for m in smoke].count("wm-edm-offset-Breakout-s0") == 1 and len(smoke) == 3 + 3 + 1 + 1
 
 
@@ -75,7 +85,7 @@ def test_figure3_arms_resolve_to_configs_that_differ_in_the_paradigm_only(tmp_pa
     default is the released agent's 0.3; the offset arm differs from EDM in the offset noise only, the chained
     arm in the chained predictions only."""
     opts = SuiteOptions(profile=profile, out=tmp_path, overrides=("training.batch_size=8",))
-    (_,), models, _ = get_suite("ablation_ddpm_vs_edm").stages(opts)
+    (_,), (*models, _), _ = get_suite("ablation_ddpm_vs_edm").stages(opts)
     configs = {m.group: _flat(static_wm.run_config(m.kwargs["profile"], m.kwargs["overrides"], m.kwargs["seed"],
                                                    ddpm_vs_edm.GAME)) for m in models if m.kwargs["seed"] == 0}
     base = _flat(static_wm.run_config(profile, [], 0, ddpm_vs_edm.GAME))

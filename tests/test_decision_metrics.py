@@ -143,6 +143,19 @@ def test_imagined_return_is_the_survival_weighted_expected_reward(probes):
     np.testing.assert_allclose(out, 0.5 * (1 + 0.75 + 0.75 ** 2), rtol=1e-5)
 
 
+def test_kendall_tau_is_tau_b_with_near_equal_returns_tied():
+    from scipy.stats import kendalltau
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # integer returns: ties are exact, so τ-b as scipy computes it
+        x, y = rng.integers(0, 4, 6).astype(float), rng.integers(0, 4, 6).astype(float)
+        expected = kendalltau(x, y).statistic if np.ptp(x) and np.ptp(y) else 0.0
+        assert kendall_tau(x, y) == pytest.approx(expected)
+    real = np.array([4.3, 4.1, 3.3, 1.4, 0.75])
+    assert kendall_tau(2.73 - 1e-7 * np.arange(5), real) == 0.0  # a base-rate judge's float noise ranks nothing
+    assert kendall_tau(real + 0.004 * np.array([0, 1, 0, 1, 0]), real) == pytest.approx(1.0)
+
+
 def test_kendall_tau_and_match_edge_cases():
     assert kendall_tau(np.ones(5), np.arange(5.0)) == 0.0
     assert kendall_tau(np.arange(5.0), -np.arange(5.0)) == pytest.approx(-1.0)

@@ -127,7 +127,6 @@ def _uint8_episode(seed: int):
     ({"long_steps": [1]}, "needs short_horizon"),
     ({"long_steps": [7], "short_horizon": 5}, "must be among num_steps"),
     ({"short_horizon": 2000}, "short_horizon must be in"),
-    ({"decision_steps": [4]}, "must be among num_steps"),
 ])
 def test_protocol_settings_reject_inconsistent_horizons_and_variants(bad, match):
     with pytest.raises(ValueError, match=match):
