@@ -4,9 +4,10 @@ inverse-dynamics model and a longer judge budget is paid once, not once per mode
 
 - the action classes, measured with the emulator on the decision probes (evaluation/decision.py);
 - the inverse-dynamics model on the dataset's real training transitions, with its held-out balanced accuracy;
-- R_ψ (the agent's reward/termination model, as the profile builds it) trained with the agent's loss, with its
-  held-out cross-entropies beside the best constant guess's (a judge that learned only the base rate ranks no
-  policy). Resumable: its state is saved every 100 updates.
+- R_ψ (the agent's reward/termination model, as the profile builds it) trained with the agent's loss, as a judge
+  (evaluation/decision_models.JudgeRewardEnd: action-blind and started at the base rate unless the settings say
+  otherwise), with its held-out cross-entropies beside the best constant guess's (a judge that learned only the
+  base rate ranks no policy). Resumable: its state is saved every 100 updates.
 
 Run folder: config.yaml, checkpoints/reward_end.pt (while training), checkpoints/judges.pt, result.json (last).
 """
@@ -74,7 +75,8 @@ def run(run_dir: str | Path, dataset_dir: str | Path, profile: str, overrides: S
         save_checkpoint(progress, {**state, "cpu_s": before + time.process_time() - start}, digest)
 
     reward_model = train_reward_end(cfg, train, n_actions, settings.reward_end_steps, settings.seed, resume=resume,
-                                    save=save, progress=True, prior=settings.reward_end_prior)
+                                    save=save, progress=True, prior=settings.reward_end_prior,
+                                    blind=settings.reward_end_blind)
     cost["reward_model_train"] = before + time.process_time() - start
     heldout = reward_end_heldout(cfg, reward_model, test, HELDOUT_BATCHES, settings.seed)
 

@@ -100,23 +100,28 @@ def build_reward_end(cfg: Any, num_actions: int) -> nn.Module:
                         attention_residual=re.attention_residual)
 
 
-class PriorOffset(nn.Module):
-    """R_ψ whose logits are offset by the log class frequencies of the training transitions (a fixed bias).
+class JudgeRewardEnd(nn.Module):
+    """R_ψ as a judge of imagined frames: the agent's network, optionally action-blind and started at the base rate.
 
-    Why: R_ψ's last layer has no bias, so the base rate (3 % rewarded, 0.16 % ends in the Figure 3 data) must be
-    carried by its LSTM; the first updates push all 1,024 LSTM inputs the same way and saturate its gates (measured
-    at the cpu profile: 97 % of gate inputs beyond |4| after 10 updates, the same hidden state for every input,
-    held-out p(reward) equal on rewarded and other transitions after 1,000 updates). Starting at the base rate, only
-    the discriminative part is left to learn."""
+    `blind`: every action is replaced by action 0 (in training and scoring), so rewards and ends can only be read
+    from the frames. Why: R_ψ given the actions learns which actions go with rewards (the expert's do), and then
+    ranks a policy family from the actions alone; measured at 500 updates on the Figure 3 data, it gave the
+    copy-last-frame floor the same ranking as the emulator (τ 0.53 both), so τ measured R_ψ, not the world model.
+    `prior` (reward-sign and end frequencies): the logits are offset by their logs. Why: R_ψ's last layer has no
+    bias, so the base rate (3 % rewarded, 0.16 % ends) must be carried by its LSTM; the first updates push all
+    1,024 LSTM inputs the same way and saturate its gates (at the cpu profile's lr 1e-3: 97 % of gate inputs beyond
+    |4| after 10 updates, the same hidden state for every input, held-out p(reward) then equal on rewarded and
+    other transitions). Starting at the base rate, only the discriminative part is left to learn."""
 
-    def __init__(self, net: nn.Module, reward_freq: Sequence[float], end_freq: Sequence[float]) -> None:
+    def __init__(self, net: nn.Module, prior: tuple[Sequence[float], Sequence[float]] | None, blind: bool) -> None:
         super().__init__()
-        self.net = net
-        self.register_buffer("log_reward_prior", torch.log(torch.tensor(reward_freq, dtype=torch.float32).clamp_min(1e-4)))
-        self.register_buffer("log_end_prior", torch.log(torch.tensor(end_freq, dtype=torch.float32).clamp_min(1e-4)))
+        self.net, self.blind = net, blind
+        freqs = prior or ([1.0] * 3, [1.0] * 2)  # log 1 = 0: no offset
+        self.register_buffer("log_reward_prior", torch.log(torch.tensor(freqs[0], dtype=torch.float32).clamp_min(1e-4)))
+        self.register_buffer("log_end_prior", torch.log(torch.tensor(freqs[1], dtype=torch.float32).clamp_min(1e-4)))
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor, state: Any = None) -> tuple:
-        rew, end, state = self.net(obs, act, next_obs, state)
+        rew, end, state = self.net(obs, torch.zeros_like(act) if self.blind else act, next_obs, state)
         return rew + self.log_reward_prior, end + self.log_end_prior, state
 
 
@@ -127,11 +132,10 @@ def class_frequencies(buffer: ReplayBuffer) -> tuple[list[float], list[float]]:
     return (list(np.bincount(rew, minlength=3) / len(rew)), list(np.bincount(end, minlength=2) / len(end)))
 
 
-def build_judge_reward_end(cfg: Any, num_actions: int, prior: tuple[Sequence[float], Sequence[float]] | None
-                           ) -> nn.Module:
-    """The judges' R_ψ: the agent's network, wrapped in PriorOffset when `prior` (reward, end frequencies) is given."""
-    net = build_reward_end(cfg, num_actions)
-    return net if prior is None else PriorOffset(net, *prior)
+def build_judge_reward_end(cfg: Any, num_actions: int, prior: tuple[Sequence[float], Sequence[float]] | None,
+                           blind: bool) -> JudgeRewardEnd:
+    """The judges' R_ψ: the agent's network in JudgeRewardEnd."""
+    return JudgeRewardEnd(build_reward_end(cfg, num_actions), prior, blind)
 
 
 def _reward_end_batch(cfg: Any, buffer: ReplayBuffer, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
@@ -142,15 +146,16 @@ def _reward_end_batch(cfg: Any, buffer: ReplayBuffer, rng: np.random.Generator) 
 
 def train_reward_end(cfg: Any, train: ReplayBuffer, num_actions: int, steps: int, seed: int,
                      resume: dict[str, Any] | None = None, save: Callable[[dict[str, Any]], None] | None = None,
-                     save_every: int = 100, progress: bool = False, prior: bool = False) -> nn.Module:
+                     save_every: int = 100, progress: bool = False, prior: bool = False, blind: bool = False
+                     ) -> nn.Module:
     """R_ψ trained as the agent trains it (reward_end_loss, cfg.reward_end_optim, segments of
     training.reward_end_seq_len + 1 frames padded on both sides), on the static training episodes.
 
     `save(state)` receives a resumable state every `save_every` steps; `resume` is such a state (the run goes
-    on where it stopped, with the same random streams). `prior`: start from the base rate (PriorOffset)."""
+    on where it stopped, with the same random streams). `prior`, `blind`: the judge's variants (JudgeRewardEnd)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = build_judge_reward_end(cfg, num_actions, class_frequencies(train) if prior else None)
+    model = build_judge_reward_end(cfg, num_actions, class_frequencies(train) if prior else None, blind)
     opt = make_optimizer(model, cfg.reward_end_optim)
     sched = warmup_schedule(opt, cfg.reward_end_optim.warmup_steps)
     done = 0
@@ -201,10 +206,11 @@ def reward_end_heldout(cfg: Any, model: nn.Module, test: Sequence[Any], batches:
             "ends": int(end_y.sum())}
 
 
-def save_judges(path: Path, idm: InverseDynamics, reward_model: nn.Module, merge: ActionMerge, digest: str) -> None:
+def save_judges(path: Path, idm: InverseDynamics, reward_model: JudgeRewardEnd, merge: ActionMerge, digest: str
+                ) -> None:
     """Both judges' weights and the action classes they were trained for, tagged with the judges' config hash."""
     save_checkpoint(path, {"idm": idm.state_dict(), "reward_end": reward_model.state_dict(),
-                           "classes": [list(c) for c in merge.classes]}, digest)
+                           "reward_end_blind": reward_model.blind, "classes": [list(c) for c in merge.classes]}, digest)
 
 
 def load_judges(path: Path, cfg: Any, num_actions: int) -> tuple[InverseDynamics, nn.Module, list[list[int]]]:
@@ -212,16 +218,13 @@ def load_judges(path: Path, cfg: Any, num_actions: int) -> tuple[InverseDynamics
     state = load_checkpoint(path, config_hash(cfg), torch.device("cpu"))
     if state is None:
         raise FileNotFoundError(f"{path} is missing: the judges run kept no weights.")
-    classes = [[int(a) for a in c] for c in state["classes"]]
-    prior = None
-    if "log_reward_prior" in state.get("reward_end", {}):  # PriorOffset: its buffers are overwritten on loading
-        prior = ([1.0] * 3, [1.0] * 2)
-    idm, reward_model = InverseDynamics(len(classes), img_size=cfg.env.size), build_judge_reward_end(cfg, num_actions,
-                                                                                                     prior)
     try:
+        classes = [[int(a) for a in c] for c in state["classes"]]
+        idm = InverseDynamics(len(classes), img_size=cfg.env.size)
+        reward_model = build_judge_reward_end(cfg, num_actions, None, bool(state["reward_end_blind"]))  # prior: loaded
         idm.load_state_dict(state["idm"])
         reward_model.load_state_dict(state["reward_end"])
-    except (KeyError, RuntimeError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CorruptFileError(f"{path}: its weights do not fit the judges' networks ({type(e).__name__}); move the "
                                "judges run folder away to train them again") from e
     return idm.eval(), reward_model.eval(), classes

@@ -29,8 +29,8 @@ EXPLAIN = (
     "ratio = how far apart the imagined futures are (mean pairwise MSE) over how far apart the real ones are; CF "
     "match = fraction of imagined futures whose nearest real future is their own (chance 1 / classes). Policy τ: the "
     "scripted expert at ε ∈ {0, 0.1, 0.3, 0.6, 1} plays each probe in the real game; its actions are replayed open "
-    "loop in the model, R_ψ (trained on the same data) gives expected rewards and ends, and Kendall τ compares the "
-    "family's mean imagined returns with the real ones. [95 % bootstrap CI over probes].")
+    "loop in the model, R_ψ (trained on the same data, see above) gives expected rewards and ends, and Kendall τ "
+    "compares the family's mean imagined returns with the real ones. [95 % bootstrap CI over probes].")
 
 
 def decision_table(runs: Sequence[tuple[str, dict[str, Any]]], shown: Sequence[str]) -> pd.DataFrame:
@@ -110,7 +110,9 @@ def judge_text(d: dict[str, Any]) -> str:
     h = d.get("reward_end_heldout")
     if not h:
         return ""
-    start = ", started at the base rate (PriorOffset)" if d["settings"].get("reward_end_prior") else ""
+    start = "".join(text for key, text in (("reward_end_blind", ", action-blind: rewards read from the frames only"),
+                                           ("reward_end_prior", ", started at the base rate"))
+                    if d["settings"].get(key))
     return (f"R_ψ ({d['settings']['reward_end_steps']} updates{start}, shared by every model) on held-out transitions "
             f"({h['transitions']}, {h['rewarded']} rewarded, {h['ends']} ends): reward cross-entropy "
             f"{h['reward_ce']:.3f} against {h['reward_ce_constant']:.3f} for the best constant guess, end "

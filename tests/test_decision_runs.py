@@ -11,7 +11,7 @@ from ablations import static_data, static_decision, static_judges, static_wm
 from diamond.config import build_config
 from diamond.data import Episode, ReplayBuffer
 from diamond.io import CorruptFileError
-from evaluation.decision_models import build_reward_end, load_judges, train_reward_end
+from evaluation.decision_models import build_judge_reward_end, load_judges, train_reward_end
 
 torch.set_num_threads(1)
 TINY = ["denoiser.channels=[8,8]", "denoiser.depths=[1,1]", "denoiser.cond_dim=16", "training.batch_size=2"]
@@ -41,8 +41,30 @@ def test_reward_end_training_resumes_to_the_same_weights():
     assert saved[-1]["step"] == 2
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
-    fresh = build_reward_end(cfg, 4).state_dict()
+    fresh = build_judge_reward_end(cfg, 4, None, False).state_dict()
     assert any(not torch.equal(fresh[k], v) for k, v in whole.state_dict().items())  # it did train
+
+
+def test_the_judge_starts_at_the_base_rate_and_can_be_blind_to_actions():
+    """With its network's logits at zero, the judge's probabilities are the given frequencies; a blind judge gives
+    the same output whatever the actions, a sighted one does not."""
+    cfg = build_config("smoke", ["training.batch_size=2"])
+    freqs = ([0.01, 0.9, 0.09], [0.99, 0.01])
+    judge = build_judge_reward_end(cfg, 4, freqs, blind=True)
+    torch.nn.init.zeros_(judge.net.head[2].weight)
+    obs = torch.rand(2, 3, 3, 64, 64) * 2 - 1
+    rew, end, _ = judge(obs, torch.zeros(2, 3, dtype=torch.long), obs)
+    torch.testing.assert_close(rew.softmax(-1), torch.tensor(freqs[0]).expand(2, 3, 3))
+    torch.testing.assert_close(end.softmax(-1), torch.tensor(freqs[1]).expand(2, 3, 2))
+    torch.manual_seed(0)
+    for blind in (True, False):
+        judge = build_judge_reward_end(cfg, 4, freqs, blind=blind)
+        with torch.no_grad():  # the residual branches start at zero, where the action has no effect yet
+            for w in judge.parameters():
+                w.add_(0.1 * torch.randn_like(w))
+        a, _, _ = judge(obs, torch.zeros(2, 3, dtype=torch.long), obs)
+        b, _, _ = judge(obs, torch.full((2, 3), 3, dtype=torch.long), obs)
+        assert torch.equal(a, b) == blind
 
 
 @pytest.fixture(scope="module")
