@@ -1,5 +1,5 @@
 """Run entry: the decision metrics (evaluation/decision.py) of a trained static world model, judged by the
-dataset's shared judges (ablations/static_judges.py: R_ψ and the inverse-dynamics model).
+dataset's shared judges (ablations/static_judges.py: the reward/end judge and the inverse-dynamics model).
 
 Breakout's scripted expert plays the probes and the policy family: the expert at ε ∈ POLICY_EPSILONS (ε = 1 is
 the uniform random policy), whose real returns from the same states are measured, not assumed. Sizes per profile
@@ -40,7 +40,7 @@ JUDGES_FILE = "checkpoints/judges.pt"
 DECISION_PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"probes": 4, "cf_horizon": 4, "policy_horizon": 8, "idm_steps": 30, "idm_heldout": 256,
               "reward_end_steps": 5, "bootstrap": 200},
-    "cpu": {"probes": 16, "cf_horizon": 6, "policy_horizon": 150, "idm_steps": 300, "reward_end_steps": 1500},
+    "cpu": {"probes": 16, "cf_horizon": 6, "policy_horizon": 150, "idm_steps": 300, "reward_end_steps": 1000},
 }
 
 

@@ -32,9 +32,10 @@ class DecisionSettings:
     policy_horizon: int = 150  # steps of each policy's rollout (real and imagined): ε = 0 and 0.1 tie below ~100
     idm_steps: int = 300  # inverse-dynamics updates (batch 64)
     idm_heldout: int = 2048  # held-out real transitions for its own ceiling
-    reward_end_steps: int = 1000  # R_ψ updates (the profile's batch and segment length)
-    reward_end_prior: bool = True  # R_ψ starts at the base rate (evaluation/decision_models.JudgeRewardEnd)
-    reward_end_blind: bool = True  # R_ψ reads rewards and ends from the frames only (every action replaced by 0)
+    reward_judge: str = "detector"  # "detector": EventDetector; "r_psi": the agent's R_ψ (evaluation/decision_models)
+    reward_end_steps: int = 1000  # updates of the reward/end judge
+    reward_end_prior: bool = True  # r_psi only: R_ψ starts at the base rate (JudgeRewardEnd)
+    reward_end_blind: bool = True  # r_psi only: R_ψ reads rewards and ends from the frames only (actions set to 0)
     bootstrap: int = 1000
     seed: int = 0
 
@@ -47,9 +48,10 @@ class DecisionSettings:
         s = cls(**values)
         if min(s.probe_every, s.cf_horizon, s.policy_horizon, s.bootstrap) < 1 or s.probes < 0 or s.probes == 1 \
                 or not 0.0 < s.merge_threshold <= 1.0 or min(s.idm_steps, s.idm_heldout, s.reward_end_steps) < 0 \
-                or not isinstance(s.reward_end_prior, bool) or not isinstance(s.reward_end_blind, bool):
+                or not isinstance(s.reward_end_prior, bool) or not isinstance(s.reward_end_blind, bool) \
+                or s.reward_judge not in ("detector", "r_psi"):
             raise ValueError(f"decision settings out of range (probes 0 or >= 2, horizons/bootstrap >= 1, "
-                             f"0 < merge_threshold <= 1): {s}")
+                             f"0 < merge_threshold <= 1, reward_judge detector or r_psi): {s}")
         return s
 
 

@@ -125,6 +125,55 @@ class JudgeRewardEnd(nn.Module):
         return rew + self.log_reward_prior, end + self.log_end_prior, state
 
 
+class EventDetector(nn.Module):
+    """A reward/end judge that reads events from the frames of each transition: o_t in [-1, 1] and the amplified
+    change o_{t+1} - o_t (what a reward or a life loss changes is a few pixels: a brick, the score, the ball), a
+    small conv net, logits offset by the log class frequencies (so it starts at the base rate). Called like R_ψ;
+    it has no memory and never sees the actions, so a policy's return inside a world model comes from the
+    imagined frames alone."""
+
+    def __init__(self, prior: tuple[Sequence[float], Sequence[float]], img_size: int = 64, width: int = 16,
+                 gain: float = 4.0) -> None:
+        super().__init__()
+        self.gain = gain
+        self.net = nn.Sequential(
+            nn.Conv2d(6, width, 4, 2, 1), nn.SiLU(),
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.SiLU(),
+            nn.Conv2d(2 * width, 2 * width, 4, 2, 1), nn.SiLU(),
+            nn.Flatten(), nn.Linear(2 * width * (img_size // 8) ** 2, 128), nn.SiLU(), nn.Linear(128, 5))
+        self.register_buffer("log_reward_prior", torch.log(torch.tensor(prior[0], dtype=torch.float32).clamp_min(1e-4)))
+        self.register_buffer("log_end_prior", torch.log(torch.tensor(prior[1], dtype=torch.float32).clamp_min(1e-4)))
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor, state: Any = None) -> tuple:
+        b, t = obs.shape[:2]
+        x = torch.cat([obs, self.gain * (next_obs - obs)], dim=2).flatten(0, 1)
+        logits = self.net(x).view(b, t, 5)
+        return logits[..., :3] + self.log_reward_prior, logits[..., 3:] + self.log_end_prior, None
+
+
+def train_event_detector(train: ReplayBuffer, steps: int, seed: int, batch_size: int = 64, lr: float = 1e-3,
+                         progress: bool = False) -> EventDetector:
+    """Cross-entropy on reward signs and end flags of uniformly drawn real transitions (both frames real)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    index = np.array([(e, t) for e, ep in enumerate(train.episodes) for t in range(ep.num_steps)], np.int64)
+    model = EventDetector(class_frequencies(train), img_size=train.episodes[0].obs.shape[-1])
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    for _ in tqdm(range(steps), desc="event detector updates", disable=not progress):
+        rows = index[rng.integers(0, len(index), batch_size)]
+        eps = [train.episodes[e] for e, _ in rows]
+        obs = to_float(torch.from_numpy(np.stack([ep.obs[t] for ep, (_, t) in zip(eps, rows)])))[:, None]
+        nxt = to_float(torch.from_numpy(np.stack([ep.obs[t + 1] for ep, (_, t) in zip(eps, rows)])))[:, None]
+        rew = torch.tensor([int(np.sign(ep.rew[t])) + 1 for ep, (_, t) in zip(eps, rows)], dtype=torch.long)
+        end = torch.tensor([int(ep.end[t]) for ep, (_, t) in zip(eps, rows)], dtype=torch.long)
+        rew_logits, end_logits, _ = model(obs, torch.zeros(batch_size, 1, dtype=torch.long), nxt)
+        loss = F.cross_entropy(rew_logits[:, 0], rew) + F.cross_entropy(end_logits[:, 0], end)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
 def class_frequencies(buffer: ReplayBuffer) -> tuple[list[float], list[float]]:
     """Frequencies of the reward signs (-1, 0, 1) and of the end flag over every transition of `buffer`."""
     rew = np.concatenate([np.sign(ep.rew) + 1 for ep in buffer.episodes]).astype(np.int64)
@@ -206,22 +255,25 @@ def reward_end_heldout(cfg: Any, model: nn.Module, test: Sequence[Any], batches:
             "ends": int(end_y.sum())}
 
 
-def save_judges(path: Path, idm: InverseDynamics, reward_model: JudgeRewardEnd, merge: ActionMerge, digest: str
-                ) -> None:
-    """Both judges' weights and the action classes they were trained for, tagged with the judges' config hash."""
-    save_checkpoint(path, {"idm": idm.state_dict(), "reward_end": reward_model.state_dict(),
-                           "reward_end_blind": reward_model.blind, "classes": [list(c) for c in merge.classes]}, digest)
+def save_judges(path: Path, idm: InverseDynamics, reward_model: nn.Module, merge: ActionMerge, digest: str) -> None:
+    """Both judges' weights, the reward judge's kind and the action classes, tagged with the judges' config hash."""
+    kind = "detector" if isinstance(reward_model, EventDetector) else "r_psi"
+    save_checkpoint(path, {"idm": idm.state_dict(), "reward_end": reward_model.state_dict(), "reward_judge": kind,
+                           "reward_end_blind": getattr(reward_model, "blind", True),
+                           "classes": [list(c) for c in merge.classes]}, digest)
 
 
 def load_judges(path: Path, cfg: Any, num_actions: int) -> tuple[InverseDynamics, nn.Module, list[list[int]]]:
-    """(IDM, R_ψ, action classes) from save_judges' file, written under `cfg` (checked by its hash; weights_only)."""
+    """(IDM, reward/end judge, action classes) from save_judges' file, written under `cfg` (checked by its hash; weights_only)."""
     state = load_checkpoint(path, config_hash(cfg), torch.device("cpu"))
     if state is None:
         raise FileNotFoundError(f"{path} is missing: the judges run kept no weights.")
     try:
         classes = [[int(a) for a in c] for c in state["classes"]]
         idm = InverseDynamics(len(classes), img_size=cfg.env.size)
-        reward_model = build_judge_reward_end(cfg, num_actions, None, bool(state["reward_end_blind"]))  # prior: loaded
+        reward_model = (EventDetector(([1.0] * 3, [1.0] * 2), img_size=cfg.env.size)  # priors: loaded below
+                        if state["reward_judge"] == "detector"
+                        else build_judge_reward_end(cfg, num_actions, None, bool(state["reward_end_blind"])))
         idm.load_state_dict(state["idm"])
         reward_model.load_state_dict(state["reward_end"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:

@@ -29,7 +29,7 @@ EXPLAIN = (
     "ratio = how far apart the imagined futures are (mean pairwise MSE) over how far apart the real ones are; CF "
     "match = fraction of imagined futures whose nearest real future is their own (chance 1 / classes). Policy τ: the "
     "scripted expert at ε ∈ {0, 0.1, 0.3, 0.6, 1} plays each probe in the real game; its actions are replayed open "
-    "loop in the model, R_ψ (trained on the same data, see above) gives expected rewards and ends, and Kendall τ "
+    "loop in the model, the reward/end judge (see above) gives expected rewards and ends, and Kendall τ "
     "compares the family's mean imagined returns with the real ones. [95 % bootstrap CI over probes].")
 
 
@@ -105,18 +105,22 @@ def _not_separated(runs: Sequence[tuple[str, dict[str, Any]]], metric: str) -> s
 
 
 def judge_text(d: dict[str, Any]) -> str:
-    """R_ψ's held-out cross-entropies beside the best constant guess's: whether the judge learned more than the
-    base rate (one that did not gives every policy the same return)."""
-    h = d.get("reward_end_heldout")
+    """The reward/end judge and its held-out cross-entropies beside the best constant guess's: whether it learned
+    more than the base rate (one that did not gives every policy the same return)."""
+    h, settings = d.get("reward_end_heldout"), d["settings"]
     if not h:
         return ""
-    start = "".join(text for key, text in (("reward_end_blind", ", action-blind: rewards read from the frames only"),
-                                           ("reward_end_prior", ", started at the base rate"))
-                    if d["settings"].get(key))
-    return (f"R_ψ ({d['settings']['reward_end_steps']} updates{start}, shared by every model) on held-out transitions "
-            f"({h['transitions']}, {h['rewarded']} rewarded, {h['ends']} ends): reward cross-entropy "
-            f"{h['reward_ce']:.3f} against {h['reward_ce_constant']:.3f} for the best constant guess, end "
-            f"{h['end_ce']:.3f} against {h['end_ce_constant']:.3f}. ")
+    if settings.get("reward_judge", "r_psi") == "detector":
+        judge = (f"The reward/end judge, shared by every model: an event detector (a conv net on each transition's "
+                 f"frame and amplified frame change, no actions, {settings['reward_end_steps']} updates)")
+    else:
+        variants = "".join(text for key, text in (("reward_end_blind", ", action-blind"),
+                                                 ("reward_end_prior", ", started at the base rate"))
+                           if settings.get(key))
+        judge = f"The reward/end judge, shared by every model: R_ψ ({settings['reward_end_steps']} updates{variants})"
+    return (f"{judge}; on held-out transitions ({h['transitions']}, {h['rewarded']} rewarded, {h['ends']} ends) its "
+            f"reward cross-entropy is {h['reward_ce']:.3f} against {h['reward_ce_constant']:.3f} for the best "
+            f"constant guess, end {h['end_ce']:.4f} against {h['end_ce_constant']:.4f}. ")
 
 
 def decision_section(report: Report, runs: Sequence[tuple[str, dict[str, Any]]], level: int = 2,
