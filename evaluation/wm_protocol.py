@@ -342,10 +342,14 @@ def decision_fidelity(world_model: Any, setup: Any, reward_model: Any, num_steps
     at each n, beside the emulator's ceiling and the action-blind floors, from the same real probes."""
     from evaluation.decision_eval import references, score, summarise
 
+    bar = tqdm(total=1 + len(num_steps_list), desc="decision metrics (references, then each n)")
     scores = references(setup, reward_model)
+    bar.update()
     world_model.eval()
     with _sampler(world_model, sampler):
         for n in num_steps_list:
             model = AtSteps(world_model, n, _new_generator(_device(world_model), settings.seed))
             scores[f"n={n}"] = score(model, reward_model, setup)
+            bar.update()
+    bar.close()
     return summarise(scores, setup, settings)

@@ -81,7 +81,7 @@ def arm_findings(pooled: Sequence[dict[str, Any]], references: Sequence[dict[str
 
 
 def returns_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
-    """Mean return of each policy of the family: real, and inside each model (R_ψ's expected rewards)."""
+    """Mean return of each policy of the family: real, and inside each model (the judge's expected rewards)."""
     first = pd.DataFrame(runs[0][1]["policy_returns"])
     real = first.drop_duplicates("policy").set_index("policy")["real"]
     rows = [{"model": "real game", **real.to_dict()}]
@@ -156,13 +156,13 @@ def decision_section(report: Report, runs: Sequence[tuple[str, dict[str, Any]]],
             report.paragraph(arm_findings(pooled, first["rows"][:3], reported))
     report.table(decision_table(measured, shown), "decision_metrics", caption="Decision metrics per model and n, "
                  "then the ceiling (the emulator as a world model) and the floors (copy-last-frame; the emulator "
-                 "fed NOOP whatever the action) on the same probes, judged by the same IDM and R_ψ.")
+                 "fed NOOP whatever the action) on the same probes, judged by the same IDM and reward/end judge.")
     if dropped:
         report.paragraph("Not reported, because the ceiling does not beat both floors by the margin in every run: "
                          + "; ".join(_not_separated(measured, m) for m in dropped) + ".")
     report.table(returns_table(measured), "policy_returns", caption=f"Mean return over the probes, "
                  f"{first['settings']['policy_horizon']} steps, up to the first life loss (reward signs): real, and "
-                 "imagined with R_ψ's expected rewards and survival.", float_fmt="{:.2f}")
+                 "imagined with the judge's expected rewards and survival.", float_fmt="{:.2f}")
     costs = "; ".join(f"{label}: " + ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in d["cost_cpu_s"].items())
                       + f" (total {sum(d['cost_cpu_s'].values()) / 60:.1f} min)" for label, d in measured)
     judges = first.get("judges_cost_cpu_s")
