@@ -66,18 +66,23 @@ def arm_table(pooled: Sequence[dict[str, Any]], shown: Sequence[str]) -> pd.Data
 
 def arm_findings(pooled: Sequence[dict[str, Any]], references: Sequence[dict[str, Any]], reported: Sequence[str]
                  ) -> str:
-    """Which arm × n settings beat the best floor of each reported metric (95 % CI above it), which do not."""
+    """Which arm × n settings beat the best floor of each reported metric (95 % CI above it), which are not told
+    apart from it, and which fall below it (CI under it: worse than an action-blind model)."""
     floor = {m: max(r[m] for r in references[1:]) for m in reported}
     parts = []
     for m in reported:
-        above = [f"{r['arm']} {r['setting']}" for r in pooled if r[f"{m}_ci_low"] > floor[m]]
-        below = [f"{r['arm']} {r['setting']}" for r in pooled if r[f"{m}_ci_low"] <= floor[m]]
+        def names(test: Any) -> str:
+            return ", ".join(f"{r['arm']} {r['setting']}" for r in pooled if test(r)) or "none"
+
         parts.append(f"{METRICS[m]} (ceiling {references[0][m]:.3g}, best floor {floor[m]:.3g}): above the floor "
-                     f"{', '.join(above) or 'none'}; not above it {', '.join(below) or 'none'}")
-    return ("Per arm, with the CI's lower end against the best floor — " + "; ".join(parts) + ". What this adds to "
+                     f"{names(lambda r: r[f'{m}_ci_low'] > floor[m])}; not told apart from it "
+                     f"{names(lambda r: r[f'{m}_ci_low'] <= floor[m] <= r[f'{m}_ci_high'])}; below it "
+                     f"{names(lambda r: r[f'{m}_ci_high'] < floor[m])}")
+    return ("Per arm, each 95 % CI against the best floor — " + "; ".join(parts) + ". What this adds to "
             "the pixel metrics: a frame error says how close the imagined frames are, not whether they carry the "
-            "action (copying the last frame has a small error and chance accuracy); a setting not above the floor "
-            "here gives an agent frames that do not depend on what it does.")
+            "action (copying the last frame has a small error and chance accuracy). A setting not told apart from "
+            "the floor gives an agent no more usable signal than an action-blind model; one below it gives a "
+            "misleading one (for τ: a policy trained inside it would prefer what the real game punishes).")
 
 
 def returns_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
