@@ -238,3 +238,17 @@ def test_report_section_leaves_out_metrics_that_do_not_separate(tmp_path):
     assert "action accuracy" in table and "Kendall" not in table
     assert "Not reported" in text and "policy Kendall τ (ceiling 0" in text
     assert "DDPM s0: not asked" in text and "NOOP/FIRE, RIGHT, LEFT" in text
+
+
+def test_arm_findings_put_each_setting_above_within_or_below_the_best_floor():
+    from reports.decision import arm_findings
+
+    def row(setting, value, low, high, arm="EDM"):
+        return {"arm": arm, "setting": setting, "policy_tau": value, "policy_tau_ci_low": low,
+                "policy_tau_ci_high": high}
+
+    references = [row("emulator (ceiling)", 1.0, 0.8, 1.0), row("copy last frame", 0.0, 0.0, 0.0),
+                  row("emulator, actions withheld", 0.1, 0.0, 0.2)]
+    pooled = [row("n=1", 0.8, 0.4, 1.0), row("n=3", 0.0, -0.4, 0.5), row("n=10", -0.9, -1.0, -0.6)]
+    text = arm_findings(pooled, references, ["policy_tau"])
+    assert "best floor 0.1): above the floor EDM n=1; not told apart from it EDM n=3; below it EDM n=10" in text
