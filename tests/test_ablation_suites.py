@@ -283,4 +283,4 @@ def test_conditioning_suite_end_to_end(tmp_path, tiny_schedules):
     assert "Seed 0: On MSE (lower is better)" in md and "DIAMOND cross-attention" in md
     decision = _table(tmp_path, "ablation_conditioning", "decision_metrics")  # stage 3 with the shared judges
     assert {"frame-stack s0, n=3", "cross-attention s0, n=3", "emulator (ceiling)"} <= set(decision["model"])
-    assert "R_ψ (" in md and "shared by every model" in md
+    assert "The reward/end judge, shared by every model: an event detector" in md and "best constant guess" in md
