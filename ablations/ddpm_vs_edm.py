@@ -263,10 +263,13 @@ def report(opts: SuiteOptions) -> tuple[Path, Path]:
     (dataset,), trained, measured = stages(opts)
     models = [r for r in trained if r.entry == "ablations.static_wm:run"]
     judges = next(r for r in trained if r.entry == "ablations.static_judges:run")
-    by_entry = {e: {r.kwargs["model_dir"]: r for r in measured if r.entry == e}
-                for e in ("ablations.static_cause:run", "ablations.static_decision:run")}
+    of_model = {(r.entry, r.kwargs["model_dir"]): r for r in measured}
+
+    def each(entry: str, arm: Arm) -> tuple[RunSpec, ...]:
+        return tuple(of_model[(entry, str(m.run_dir))] for m in models if m.group == arm.key)
+
     runs = [ArmRuns(arm.label, tuple(m for m in models if m.group == arm.key),
-                    *(tuple(by[str(m.run_dir)] for m in models if m.group == arm.key) for by in by_entry.values()))
+                    causes=each("ablations.static_cause:run", arm), decisions=each("ablations.static_decision:run", arm))
             for arm in arms_for(opts.profile)]
     label = {arm.key: arm.label for arm in ARMS}
     return build_report(opts.report_context(NAME), dataset, judges, runs,

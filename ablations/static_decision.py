@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -65,8 +66,10 @@ def expert_family(meanings: Sequence[str], epsilons: Sequence[float] = POLICY_EP
     return {f"expert ε={e:g}": (lambda rng, e=e: _expert(meanings, e, rng)) for e in epsilons}
 
 
-def action_meanings() -> list[str]:
-    return list(make_env(GAME, train=False, seed=0).unwrapped.get_action_meanings())
+@lru_cache(maxsize=1)
+def action_meanings() -> tuple[str, ...]:
+    """Breakout's action names (read from the emulator once per process: loading a ROM is the slow part)."""
+    return tuple(make_env(GAME, train=False, seed=0).unwrapped.get_action_meanings())
 
 
 def decision_probes(num_history: int, settings: DecisionSettings) -> Probes:
@@ -126,6 +129,6 @@ def run(run_dir: str | Path, model_dir: str | Path, judges_dir: str | Path, prof
     cost["scoring"] = time.process_time() - start
     result = {"model_dir": str(model_dir), "judges_dir": str(judges_dir), "seed": seed,
               "paradigm": cfg.diffusion.paradigm, "config_hash": config_hash(cfg), "train_steps": step,
-              "decision": {**summary, "action_meanings": action_meanings(), "cost_cpu_s": cost}}
+              "decision": {**summary, "action_meanings": list(action_meanings()), "cost_cpu_s": cost}}
     atomic_write_json(result_path, result)
     return result

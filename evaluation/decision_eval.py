@@ -142,19 +142,16 @@ def _statistics(s: Mapping[str, np.ndarray], ceiling: Mapping[str, np.ndarray], 
     }
 
 
-def metric_rows(values: Mapping[str, Mapping[str, np.ndarray]], real_spread: np.ndarray, real: np.ndarray,
-                bootstrap: int, seed: int) -> list[dict[str, Any]]:
-    """One row per setting (`values`: setting -> per_probe numbers, the ceiling and copy floor among them): each
+def metric_row(name: str, values: Mapping[str, Mapping[str, np.ndarray]], real_spread: np.ndarray, real: np.ndarray,
+               bootstrap: int, seed: int) -> dict[str, Any]:
+    """Setting `name`'s row (`values`: setting -> per_probe numbers, the ceiling and copy floor among them): each
     metric and its 95 % bootstrap CI over probes."""
     k = len(real)
-    rows = []
-    for name, v in values.items():
-        row: dict[str, Any] = {"setting": name}
-        for metric, stat in _statistics(v, values[CEILING], values[FLOORS[0]], real_spread, real).items():
-            row[metric] = stat(np.arange(k))
-            row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = bootstrap_ci(stat, k, bootstrap, seed)
-        rows.append(row)
-    return rows
+    row: dict[str, Any] = {"setting": name}
+    for metric, stat in _statistics(values[name], values[CEILING], values[FLOORS[0]], real_spread, real).items():
+        row[metric] = stat(np.arange(k))
+        row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = bootstrap_ci(stat, k, bootstrap, seed)
+    return row
 
 
 def pooled_rows(runs: Sequence[Mapping[str, Any]], setting: str) -> dict[str, Any]:
@@ -164,12 +161,10 @@ def pooled_rows(runs: Sequence[Mapping[str, Any]], setting: str) -> dict[str, An
     if any(r["probe_digest"] != first["probe_digest"] for r in runs):
         raise ValueError("runs measured on different probes cannot be pooled probe by probe.")
     arrays = [{k: np.asarray(v) for k, v in r["per_probe"][setting].items()} for r in runs]
-    pooled = {k: np.mean([a[k] for a in arrays], axis=0) for k in arrays[0]}
     refs = {name: {k: np.asarray(v) for k, v in first["per_probe"][name].items()} for name in (CEILING, *FLOORS)}
-    extra = {k: np.asarray(first[k]) for k in ("real_spread", "real_returns_per_probe")}
-    (row,) = metric_rows({**refs, setting: pooled}, extra["real_spread"], extra["real_returns_per_probe"],
-                         first["settings"]["bootstrap"], first["settings"]["seed"])[-1:]
-    return row
+    values = {**refs, setting: {k: np.mean([a[k] for a in arrays], axis=0) for k in arrays[0]}}
+    return metric_row(setting, values, np.asarray(first["real_spread"]), np.asarray(first["real_returns_per_probe"]),
+                      first["settings"]["bootstrap"], first["settings"]["seed"])
 
 
 def summarise(scores: Mapping[str, Scores], setup: DecisionSetup, settings: DecisionSettings) -> dict[str, Any]:
@@ -180,7 +175,8 @@ def summarise(scores: Mapping[str, Scores], setup: DecisionSetup, settings: Deci
     everything = {CEILING: scores[CEILING], **{f: scores[f] for f in FLOORS}, **scores}
     values = {name: per_probe(s) for name, s in everything.items()}
     real_spread = counterfactual_spread(setup.real_futures).mean(1)
-    rows = metric_rows(values, real_spread, setup.real_returns, settings.bootstrap, settings.seed)
+    rows = [metric_row(name, values, real_spread, setup.real_returns, settings.bootstrap, settings.seed)
+            for name in values]
     curves, returns = [], []
     for name, s in everything.items():
         curves += [{"setting": name, "step": t + 1, "cf_mse": float(v)} for t, v in enumerate(s.cf_error.mean((0, 1)))]

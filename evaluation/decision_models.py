@@ -25,24 +25,30 @@ from diamond.io import CorruptFileError
 from evaluation.decision import ActionMerge, idm_inputs
 
 
+def conv_classifier(in_channels: int, outputs: int, img_size: int, width: int = 16) -> nn.Sequential:
+    """The judges' small conv net: three stride-2 convolutions, then a 128-unit hidden layer."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, 4, 2, 1), nn.SiLU(),
+        nn.Conv2d(width, 2 * width, 4, 2, 1), nn.SiLU(),
+        nn.Conv2d(2 * width, 2 * width, 4, 2, 1), nn.SiLU(),
+        nn.Flatten(), nn.Linear(2 * width * (img_size // 8) ** 2, 128), nn.SiLU(), nn.Linear(128, outputs))
+
+
 class InverseDynamics(nn.Module):
     """Three stacked frames [B, 9, 64, 64] in [-1, 1] -> logits over the action classes."""
 
     def __init__(self, num_classes: int, img_size: int = 64, width: int = 16) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(9, width, 4, 2, 1), nn.SiLU(),
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.SiLU(),
-            nn.Conv2d(2 * width, 2 * width, 4, 2, 1), nn.SiLU(),
-            nn.Flatten(), nn.Linear(2 * width * (img_size // 8) ** 2, 128), nn.SiLU(), nn.Linear(128, num_classes))
+        self.net = conv_classifier(9, num_classes, img_size, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
 
-def transition_index(episodes: Sequence[Any]) -> np.ndarray:
-    """(episode, t) of every transition with a frame before it: [N, 2], t in 1 .. T - 1."""
-    rows = [(e, t) for e, ep in enumerate(episodes) for t in range(1, len(ep.act))]
+def transition_index(episodes: Sequence[Any], first: int = 1) -> np.ndarray:
+    """(episode, t) of every transition from step `first` on: [N, 2], t in first .. T - 1 (first = 1: those with a
+    frame before them, as the inverse-dynamics model needs)."""
+    rows = [(e, t) for e, ep in enumerate(episodes) for t in range(first, len(ep.act))]
     return np.array(rows, np.int64).reshape(-1, 2)
 
 
@@ -100,7 +106,21 @@ def build_reward_end(cfg: Any, num_actions: int) -> nn.Module:
                         attention_residual=re.attention_residual)
 
 
-class JudgeRewardEnd(nn.Module):
+class LogPriorOffset(nn.Module):
+    """A reward/end judge's fixed logit offsets: the log class frequencies (reward sign -1, 0, 1; end no, yes), so
+    a network whose own logits are 0 predicts the base rate. `prior` None: no offset (log 1 = 0)."""
+
+    def __init__(self, prior: tuple[Sequence[float], Sequence[float]] | None) -> None:
+        super().__init__()
+        reward, end = prior or ([1.0] * 3, [1.0] * 2)
+        self.register_buffer("log_reward_prior", torch.log(torch.tensor(reward, dtype=torch.float32).clamp_min(1e-4)))
+        self.register_buffer("log_end_prior", torch.log(torch.tensor(end, dtype=torch.float32).clamp_min(1e-4)))
+
+    def offset(self, rew: torch.Tensor, end: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return rew + self.log_reward_prior, end + self.log_end_prior
+
+
+class JudgeRewardEnd(LogPriorOffset):
     """R_ψ as a judge of imagined frames: the agent's network, optionally action-blind and started at the base rate.
 
     `blind`: every action is replaced by action 0 (in training and scoring), so rewards and ends can only be read
@@ -114,41 +134,32 @@ class JudgeRewardEnd(nn.Module):
     other transitions). Starting at the base rate, only the discriminative part is left to learn."""
 
     def __init__(self, net: nn.Module, prior: tuple[Sequence[float], Sequence[float]] | None, blind: bool) -> None:
-        super().__init__()
+        super().__init__(prior)
         self.net, self.blind = net, blind
-        freqs = prior or ([1.0] * 3, [1.0] * 2)  # log 1 = 0: no offset
-        self.register_buffer("log_reward_prior", torch.log(torch.tensor(freqs[0], dtype=torch.float32).clamp_min(1e-4)))
-        self.register_buffer("log_end_prior", torch.log(torch.tensor(freqs[1], dtype=torch.float32).clamp_min(1e-4)))
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor, state: Any = None) -> tuple:
         rew, end, state = self.net(obs, torch.zeros_like(act) if self.blind else act, next_obs, state)
-        return rew + self.log_reward_prior, end + self.log_end_prior, state
+        return (*self.offset(rew, end), state)
 
 
-class EventDetector(nn.Module):
+class EventDetector(LogPriorOffset):
     """A reward/end judge that reads events from the frames of each transition: o_t in [-1, 1] and the amplified
     change o_{t+1} - o_t (what a reward or a life loss changes is a few pixels: a brick, the score, the ball), a
     small conv net, logits offset by the log class frequencies (so it starts at the base rate). Called like R_ψ;
     it has no memory and never sees the actions, so a policy's return inside a world model comes from the
     imagined frames alone."""
 
-    def __init__(self, prior: tuple[Sequence[float], Sequence[float]], img_size: int = 64, width: int = 16,
+    def __init__(self, prior: tuple[Sequence[float], Sequence[float]] | None, img_size: int = 64, width: int = 16,
                  gain: float = 4.0) -> None:
-        super().__init__()
+        super().__init__(prior)
         self.gain = gain
-        self.net = nn.Sequential(
-            nn.Conv2d(6, width, 4, 2, 1), nn.SiLU(),
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.SiLU(),
-            nn.Conv2d(2 * width, 2 * width, 4, 2, 1), nn.SiLU(),
-            nn.Flatten(), nn.Linear(2 * width * (img_size // 8) ** 2, 128), nn.SiLU(), nn.Linear(128, 5))
-        self.register_buffer("log_reward_prior", torch.log(torch.tensor(prior[0], dtype=torch.float32).clamp_min(1e-4)))
-        self.register_buffer("log_end_prior", torch.log(torch.tensor(prior[1], dtype=torch.float32).clamp_min(1e-4)))
+        self.net = conv_classifier(6, 5, img_size, width)
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor, state: Any = None) -> tuple:
         b, t = obs.shape[:2]
         x = torch.cat([obs, self.gain * (next_obs - obs)], dim=2).flatten(0, 1)
         logits = self.net(x).view(b, t, 5)
-        return logits[..., :3] + self.log_reward_prior, logits[..., 3:] + self.log_end_prior, None
+        return (*self.offset(logits[..., :3], logits[..., 3:]), None)
 
 
 def train_event_detector(train: ReplayBuffer, steps: int, seed: int, batch_size: int = 64, lr: float = 1e-3,
@@ -156,7 +167,7 @@ def train_event_detector(train: ReplayBuffer, steps: int, seed: int, batch_size:
     """Cross-entropy on reward signs and end flags of uniformly drawn real transitions (both frames real)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    index = np.array([(e, t) for e, ep in enumerate(train.episodes) for t in range(ep.num_steps)], np.int64)
+    index = transition_index(train.episodes, first=0)
     model = EventDetector(class_frequencies(train), img_size=train.episodes[0].obs.shape[-1])
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     for _ in tqdm(range(steps), desc="event detector updates", disable=not progress):
@@ -271,7 +282,7 @@ def load_judges(path: Path, cfg: Any, num_actions: int) -> tuple[InverseDynamics
     try:
         classes = [[int(a) for a in c] for c in state["classes"]]
         idm = InverseDynamics(len(classes), img_size=cfg.env.size)
-        reward_model = (EventDetector(([1.0] * 3, [1.0] * 2), img_size=cfg.env.size)  # priors: loaded below
+        reward_model = (EventDetector(None, img_size=cfg.env.size)  # its priors are loaded with the weights
                         if state["reward_judge"] == "detector"
                         else build_judge_reward_end(cfg, num_actions, None, bool(state["reward_end_blind"])))
         idm.load_state_dict(state["idm"])

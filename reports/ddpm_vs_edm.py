@@ -149,8 +149,8 @@ def build_report(ctx: ReportContext, dataset: RunSpec, judges: RunSpec, arms: Se
     finished = [s for s in specs if (s.run_dir / "result.json").is_file()]
     measured = [(m, c) for arm in arms for m, c in zip(arm.specs, arm.causes) if (c.run_dir / "result.json").is_file()]
     decided = [(m, d) for arm in arms for m, d in zip(arm.specs, arm.decisions) if (d.run_dir / "result.json").is_file()]
-    missing = [s for s in [dataset, *specs, judges, *(c for arm in arms for c in (*arm.causes, *arm.decisions))]
-               if not (s.run_dir / "result.json").is_file()]
+    grid = [dataset, *specs, judges, *(c for arm in arms for c in (*arm.causes, *arm.decisions))]
+    missing = [s for s in grid if not (s.run_dir / "result.json").is_file()]
     if dataset in missing or not finished:
         raise FileNotFoundError(f"no finished dataset and world-model runs under {ctx.runs_dir}; run the suite first.")
     data = read_result(dataset.run_dir)
@@ -168,7 +168,7 @@ def build_report(ctx: ReportContext, dataset: RunSpec, judges: RunSpec, arms: Se
 
     out = ctx.out_dir
     report = Report(f"Ablation: DDPM vs EDM diffusion world models (§5.1, Figure 3; profile {ctx.profile})", out)
-    for text in (profile_banner(ctx.profile), completion_banner(len(finished) + len(measured) + len(decided) + 2 - (judges in missing), missing)):
+    for text in (profile_banner(ctx.profile), completion_banner(len(grid) - len(missing), missing)):
         if text:
             report.banner(text)
     requested = max(r["rollouts"]["horizon_requested"] for r in results.values())

@@ -134,7 +134,7 @@ def test_an_arms_runs_pool_probe_by_probe(finished):
 
 
 @pytest.mark.parametrize("kind", ["detector", "r_psi"])
-def test_judges_file_round_trips_either_reward_judge(tmp_path, kind):
+def test_judges_file_round_trips_either_reward_judge(tmp_path, monkeypatch, kind):
     """save_judges / load_judges give back the same networks (outputs equal), whichever reward judge was trained."""
     from evaluation.decision import ActionMerge
     from evaluation.decision_models import EventDetector, InverseDynamics, save_judges
@@ -145,10 +145,8 @@ def test_judges_file_round_trips_either_reward_judge(tmp_path, kind):
              else build_judge_reward_end(cfg, 4, ([0.0, 0.9, 0.1], [0.99, 0.01]), blind=True))
     merge = ActionMerge(((0, 1), (2,), (3,)), np.eye(4))
     save_judges(tmp_path / "judges.pt", InverseDynamics(3), judge, merge, "h")
-    cfg_hash = pytest.MonkeyPatch.context()
-    with cfg_hash as mp:
-        mp.setattr("evaluation.decision_models.config_hash", lambda _: "h")
-        _, loaded, classes = load_judges(tmp_path / "judges.pt", cfg, 4)
+    monkeypatch.setattr("evaluation.decision_models.config_hash", lambda _: "h")
+    _, loaded, classes = load_judges(tmp_path / "judges.pt", cfg, 4)
     obs = torch.rand(1, 2, 3, 64, 64) * 2 - 1
     act = torch.zeros(1, 2, dtype=torch.long)
     assert classes == [[0, 1], [2], [3]] and type(loaded) is type(judge)
