@@ -286,13 +286,19 @@ def build_config(profile: str = "paper", overrides: list[str] | dict[str, Any] |
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """`a.b=c` strings → {"a.b": value}, values parsed as YAML scalars/lists (safe_load)."""
+    """`a.b=c` strings → {"a.b": value}, values parsed as YAML scalars/lists (safe_load). A value safe_load refuses
+    (a typo, a `!!python/...` tag) is the user's usage error, named, not a parser traceback."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form section.field=value")
-        out[key.strip()] = yaml.safe_load(raw)
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            why = getattr(e, "problem", None) or type(e).__name__
+            raise ConfigError(f"override {item!r}: its value is not valid YAML ({why}); give a number, true/false, "
+                              "a [list], a {mapping} or a quoted string") from None
     return out
 
 
