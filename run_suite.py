@@ -25,8 +25,8 @@ from typing import Any, Iterator, NoReturn
 from ablations.registry import SUITE_MODULES, Suite, SuiteOptions, get_suite
 from diamond.cli import DEBUG_HELP, run_cli
 from diamond.config import PROFILES, build_config
-from diamond.errors import KnownError, OSRefusedError, UsageError
-from diamond.io import CorruptFileError
+from diamond.errors import KnownError, UsageError
+from diamond.io import CorruptFileError, check_writable_folder
 from diamond.rundir import lock_holder
 from evaluation.atari import check_game
 from reports.common import read_result
@@ -161,19 +161,6 @@ def inputs_of(spec: RunSpec, earlier: list[RunSpec]) -> list[RunSpec]:
     return [e for e in earlier if any(p.is_relative_to(e.run_dir.absolute()) for p in paths)]
 
 
-def check_folder(flag: str, path: Path) -> None:
-    """A folder the suite will write into: refused now, not after hours of runs, if it cannot be created or written."""
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{flag} {path} is a file, not a folder; choose another {flag}")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with open(path / f".write-test-{os.getpid()}", "wb"):
-            pass
-        (path / f".write-test-{os.getpid()}").unlink()
-    except OSError as e:
-        raise OSRefusedError(f"{flag} {path} is not writable ({e.strerror}); choose another {flag}") from e
-
-
 def check_executor(executor: str) -> str:
     """The executor that will run; Slurm is refused in one sentence when this machine has no Slurm, or its
     controller does not answer."""
@@ -291,7 +278,7 @@ def _main(argv: list[str]) -> int:
         raise UsageError(str(e)) from e
     if args.dry_run:
         return dry_run(suite, stages, opts, resolve_kind(args.executor))
-    check_folder("--report-dir", args.report_dir)
+    check_writable_folder("--report-dir", args.report_dir)
     ok, waiting = True, False
     if not args.report_only:
         check_executor(args.executor)

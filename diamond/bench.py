@@ -12,7 +12,6 @@ import argparse
 import copy
 import re
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, fields
@@ -25,16 +24,18 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from diamond.agent import Learner, build_agent
-from diamond.config import (PROFILES, Config, ConfigError, PerfConfig, build_config, parse_overrides, set_dotted,
-                            validate)
+from diamond.cli import DEBUG_HELP, run_cli
+from diamond.config import PROFILES, Config, PerfConfig, build_config, parse_overrides, set_dotted, validate
 from diamond.data import to_float
 from diamond.diffusion.samplers import nfe
 from diamond.envs import EnvBatch, num_actions
-from diamond.io import atomic_write_json, atomic_write_text
+from diamond.errors import UsageError
+from diamond.io import atomic_write_json, atomic_write_text, check_writable_folder
 from diamond.trainer import Trainer, resolve_device
 from diamond.world_model import world_model_step
 
 PHASES = {"denoiser": "left", "reward_end": "both", "actor_critic": "left"}  # segment padding of each learner
+PROG = "python -m diamond.bench"
 TIMED = ("denoiser_update", "reward_end_update", "actor_critic_update", "imagination")  # Workload steps with a row
 
 
@@ -394,13 +395,15 @@ def run_benchmark(cfg: Config, args: argparse.Namespace) -> tuple[dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from diamond.ladder import LADDER, run_ladder  # the ladder module builds on this one
+    """The command line under the shared error path (diamond/cli.py): returns the exit status."""
+    return run_cli(PROG, _main, argv)
 
-    from diamond.cli import DEBUG_HELP
+
+def _main(argv: list[str]) -> int:
+    from diamond.ladder import LADDER, run_ladder  # the ladder module builds on this one
     from diamond.train import PROFILE_HELP, check_device
 
-    parser = argparse.ArgumentParser(prog="python -m diamond.bench",
-                                     description=" ".join(__doc__.split("\n\n")[0].split()),
+    parser = argparse.ArgumentParser(prog=PROG, description=" ".join(__doc__.split("\n\n")[0].split()),
                                      epilog="Overrides are dotted config keys, e.g. perf.bf16=true perf.device=cuda. "
                                             f"{DEBUG_HELP} Exit statuses: see the README.")
     parser.add_argument("--profile", default="paper", choices=list(PROFILES),
@@ -420,18 +423,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/bench", help="folder for bench.json/bench.md or ladder.json/ladder.md")
     parser.add_argument("overrides", nargs="*", help="config overrides section.field=value")
     args = parser.parse_args(argv)
-    try:
-        if args.warmup < 0 or args.repeats < 1 or args.collect_steps < 1 or (args.batch_size or 1) < 1:
-            raise ValueError(f"need --warmup >= 0, --repeats >= 1, --collect-steps >= 1 and --batch-size >= 1, got "
-                             f"{args.warmup}, {args.repeats}, {args.collect_steps}, {args.batch_size}")
-        cfg = build_config(args.profile, {**parse_overrides(args.overrides), "env.game": args.game})
-        check_device(cfg)
-        report, text = (run_ladder if args.ladder else run_benchmark)(cfg, args)
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    name = "ladder" if args.ladder else "bench"
+    bad = [f"{flag} >= {low}, got {value}" for flag, value, low in (
+        ("--warmup", args.warmup, 0), ("--repeats", args.repeats, 1), ("--collect-steps", args.collect_steps, 1),
+        ("--batch-size", args.batch_size, 1)) if value is not None and value < low]
+    if bad:
+        raise UsageError(f"need {'; '.join(bad)}")
+    cfg = build_config(args.profile, {**parse_overrides(args.overrides), "env.game": args.game})
+    check_device(cfg)
     out = Path(args.out)
+    check_writable_folder("--out", out)  # now, not after a benchmark of minutes
+    report, text = (run_ladder if args.ladder else run_benchmark)(cfg, args)
+    name = "ladder" if args.ladder else "bench"
     atomic_write_json(out / f"{name}.json", report)
     atomic_write_text(out / f"{name}.md", text)
     print(text)
@@ -440,6 +442,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from diamond.cli import run_cli  # the shared error path: known errors, Ctrl-C, disk errors in one line
-
-    raise SystemExit(run_cli("python -m diamond.bench", main))
+    raise SystemExit(main())

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import yaml
 
-from diamond.errors import KnownError
+from diamond.errors import KnownError, OSRefusedError, UsageError
 
 
 class CorruptFileError(KnownError, RuntimeError):
@@ -87,6 +87,21 @@ def read_yaml(path: str | os.PathLike) -> Any:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise CorruptFileError(f"{path}: not valid YAML ({getattr(e, 'problem', None) or e}{where})") from e
+
+
+def check_writable_folder(flag: str, path: Path) -> None:
+    """A folder a command will write into: refused now, not after hours of work, if it cannot be created or
+    written (a file in its place is a usage error, exit 2; the operating system's refusal exit 74)."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path} is a file, not a folder; choose another {flag}")
+    probe = path / f".write-test-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb"):
+            pass
+        probe.unlink()
+    except OSError as e:
+        raise OSRefusedError(f"{flag} {path} is not writable ({e.strerror}); choose another {flag}") from e
 
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:

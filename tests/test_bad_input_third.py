@@ -80,7 +80,7 @@ def test_bench_refuses_a_batch_size_of_zero(tmp_path: Path, no_benchmark: None,
 
 def test_bench_errors_name_the_command(tmp_path: Path, no_benchmark: None, capsys: pytest.CaptureFixture[str]) -> None:
     assert bench_main(["--out", str(tmp_path / "b"), "training.gamma=2"]) == 2
-    assert one_line(capsys).startswith("python -m diamond.bench: error: 'training.gamma' must be a number")
+    assert one_line(capsys).startswith("python -m diamond.bench: error: config key 'training.gamma' must be a number")
 
 
 def test_bench_checks_out_before_the_benchmark(tmp_path: Path, no_benchmark: None,
