@@ -46,8 +46,14 @@ DECISION_PROFILES: dict[str, dict[str, Any]] = {
 
 
 def decision_protocol(profile: str) -> dict[str, Any]:
-    """The decision settings of a static study for `profile` (DecisionSettings' defaults elsewhere)."""
-    return dict(DECISION_PROFILES.get(profile, {}))
+    """The decision settings of a static study for `profile` (DecisionSettings' defaults elsewhere), checked now: a
+    suite builds its grid with them, so a bad one fails its --dry-run, not its last stage."""
+    settings = dict(DECISION_PROFILES.get(profile, {}))
+    try:
+        DecisionSettings.from_dict(settings)
+    except ValueError as e:
+        raise ValueError(f"{__name__}.DECISION_PROFILES[{profile!r}]: {e}") from e
+    return settings
 
 
 def check_game(game: str, dataset_dir: str | Path) -> None:

@@ -46,12 +46,20 @@ class DecisionSettings:
         if unknown:
             raise ValueError(f"unknown decision setting(s) {unknown}; valid: {', '.join(cls.__dataclass_fields__)}")
         s = cls(**values)
-        if min(s.probe_every, s.cf_horizon, s.policy_horizon, s.bootstrap) < 1 or s.probes < 0 or s.probes == 1 \
-                or not 0.0 < s.merge_threshold <= 1.0 or min(s.idm_steps, s.idm_heldout, s.reward_end_steps) < 0 \
-                or not isinstance(s.reward_end_prior, bool) or not isinstance(s.reward_end_blind, bool) \
-                or s.reward_judge not in ("detector", "r_psi"):
-            raise ValueError(f"decision settings out of range (probes 0 or >= 2, horizons/bootstrap >= 1, "
-                             f"0 < merge_threshold <= 1, reward_judge detector or r_psi): {s}")
+        rules = {  # each setting's range, so a bad one is named with its value
+            "probes": (s.probes == 0 or s.probes >= 2, "0 (off) or >= 2"),
+            "probe_every": (s.probe_every >= 1, ">= 1"), "cf_horizon": (s.cf_horizon >= 1, ">= 1"),
+            "policy_horizon": (s.policy_horizon >= 1, ">= 1"), "bootstrap": (s.bootstrap >= 1, ">= 1"),
+            "merge_threshold": (0.0 < s.merge_threshold <= 1.0, "in (0, 1]"),
+            "idm_steps": (s.idm_steps >= 0, ">= 0"), "idm_heldout": (s.idm_heldout >= 0, ">= 0"),
+            "reward_end_steps": (s.reward_end_steps >= 0, ">= 0"),
+            "reward_end_prior": (isinstance(s.reward_end_prior, bool), "true or false"),
+            "reward_end_blind": (isinstance(s.reward_end_blind, bool), "true or false"),
+            "reward_judge": (s.reward_judge in ("detector", "r_psi"), "detector or r_psi"),
+        }
+        bad = [f"{name} {getattr(s, name)!r} (must be {rule})" for name, (ok, rule) in rules.items() if not ok]
+        if bad:
+            raise ValueError(f"decision setting(s) out of range: {'; '.join(bad)}")
         return s
 
 
