@@ -35,7 +35,7 @@ from diamond.errors import KnownError, RunFolderError, UsageError
 from diamond.games import GAMES, human_normalized_score
 from diamond.io import atomic_write_json, atomic_write_yaml
 from diamond.official import convert_agent
-from diamond.rundir import check_identity, hold_lock, read_result, record_identity
+from diamond.rundir import IDENTITY_FILE, check_identity, hold_lock, read_result, record_identity
 from diamond.train import PROFILE_HELP, check_device, check_game, check_seed
 from diamond.trainer import Trainer, resolve_device
 
@@ -148,6 +148,19 @@ def check_out(out: Path, checkpoint: Path, episodes: int) -> dict[str, Any] | No
     return None
 
 
+def check_not_a_folder_of_runs(out: Path) -> None:
+    """--out that holds run folders (a suite's runs/<suite>/<profile>/) is not a run folder: the evaluation would
+    write its files beside theirs."""
+    if not out.is_dir():
+        return
+    runs = sorted(d.name for d in out.iterdir()
+                  if d.is_dir() and any((d / name).is_file() for name in (IDENTITY_FILE, "result.json", "config.yaml")))
+    if runs:
+        shown = ", ".join(runs[:3]) + (f" and {len(runs) - 3} more" if len(runs) > 3 else "")
+        raise RunFolderError(f"--out {out} holds run folders ({shown}), so it is not a run folder; choose a folder "
+                             f"of its own, e.g. {out / 'my-eval'}")
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                 epilog=f"{DEBUG_HELP} Exit statuses: see the README.")
@@ -182,6 +195,7 @@ def _main(argv: list[str]) -> int:
 
     agent = load_agent(args.checkpoint, cfg, num_actions(cfg.env.game), args.official)  # a bad file: before --out
     identity = {"game": cfg.env.game, "seed": cfg.seed, "profile": cfg.profile, "config_hash": config_hash(cfg)}
+    check_not_a_folder_of_runs(args.out)
     with hold_lock(args.out) as out:
         check_identity(out, identity, to_dict(cfg))  # another run's folder: named by what differs (the game...)
         result = check_out(out, args.checkpoint, episodes)
