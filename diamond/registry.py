@@ -26,15 +26,19 @@ through writing one.
 from __future__ import annotations
 
 import importlib
+import inspect
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from diamond.config import ConfigError
+from diamond.errors import KnownError
 
 ENTRY_POINT_GROUP = "diamond.world_models"
 FACTORY_KEY = "world_model.factory"
+OPTIONS_KEY = "world_model.options"
 WORLD_MODELS: dict[str, str] = {  # built-in names -> "module:function"; the first is the paper's model
     "diamond": "diamond.world_model:build_world_model",
     "recurrent": "diamond.recurrent_wm:build_recurrent_world_model",
@@ -66,24 +70,37 @@ def _load(spec: str) -> Any:
     return module
 
 
+def _one_line(e: BaseException) -> str:
+    """An exception as `Type: message` on one line (the CLI prints one sentence)."""
+    return " ".join(f"{type(e).__name__}: {e}".split())
+
+
 def _resolve(spec: Any) -> Factory:
     """The builder `spec` names, or ValueError in one sentence (without the config key)."""
     hint = f"valid: {', '.join(known_names())}, or package.module:function"
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"needs a world-model name or package.module:function ({hint}), got {spec!r}")
+    eps = {} if spec in WORLD_MODELS or ":" in spec else _entry_point_names()
+    if spec not in WORLD_MODELS and ":" not in spec and spec not in eps:
+        raise ValueError(f"{spec!r} is not a registered world model ({hint})")
     try:
-        if spec in WORLD_MODELS:
-            factory = _load(WORLD_MODELS[spec])
-        elif ":" in spec:
-            factory = _load(spec)
-        elif spec in (eps := _entry_point_names()):
-            factory = eps[spec].load()
-        else:
-            raise ValueError(f"{spec!r} is not a registered world model ({hint})")
+        factory = eps[spec].load() if spec in eps else _load(WORLD_MODELS.get(spec, spec))
     except (ImportError, AttributeError) as e:
-        raise ValueError(f"{spec!r} cannot be loaded ({type(e).__name__}: {e})") from None
+        raise ValueError(f"{spec!r} cannot be loaded ({_one_line(e)})") from None
+    except SyntaxError as e:  # a plug-in module that does not parse: its file and line, not a traceback
+        raise ValueError(f"{spec!r} cannot be loaded: {e.filename} line {e.lineno} is not valid Python "
+                         f"({e.msg})") from None
+    except Exception as e:  # the plug-in's module raised while it was imported
+        raise ValueError(f"{spec!r} cannot be loaded: importing it raised {_one_line(e)}") from None
     if not callable(factory):
         raise ValueError(f"{spec!r} names a {type(factory).__name__}, not a callable")
+    try:
+        inspect.signature(factory).bind(None, 0)
+    except TypeError:
+        raise ValueError(f"{spec!r} names {getattr(factory, '__qualname__', factory)!s}"
+                         f"{inspect.signature(factory)}, which cannot be called as factory(cfg, num_actions)") from None
+    except ValueError:  # no signature to read (some built-ins): the call will tell
+        pass
     return factory
 
 
@@ -115,7 +132,97 @@ def check_world_model(model: Any, spec: str) -> nn.Module:
     return model
 
 
+def _built(factory: Factory, cfg: Any, num_actions: int, spec: str) -> Any:
+    """factory(cfg, num_actions); the exceptions of a refused option (ValueError, TypeError, KeyError) become
+    one sentence naming world_model.options and keeping the builder's message."""
+    try:
+        return factory(cfg, num_actions)
+    except KnownError:
+        raise
+    except (ValueError, TypeError, KeyError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e  # a KeyError's str is the key's repr
+        raise WorldModelFactoryError(f"{OPTIONS_KEY} {dict(cfg.world_model.options)} refused by {FACTORY_KEY} "
+                                     f"{spec!r} ({type(e).__name__}: {' '.join(str(message).split())})") from e
+
+
+def _saved_rng() -> Any:
+    """A context that restores torch's CPU RNG (and the CUDA ones, once CUDA is in use) when it exits."""
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    return torch.random.fork_rng(devices=cuda)
+
+
+def _shape(x: Any) -> str:
+    if isinstance(x, Tensor):
+        return f"a Tensor {list(x.shape)}"
+    return "None" if x is None else f"a {type(x).__name__}"
+
+
+class _Probe:
+    """Calls one protocol method of a freshly built model; its exceptions and wrong answers become one sentence
+    naming the plug-in, the method and what was wrong."""
+
+    def __init__(self, model: nn.Module, spec: str) -> None:
+        self.model, self.who = model, f"{FACTORY_KEY} {spec!r} built {type(model).__name__}, whose"
+        self.where = ""  # the call being checked, as the messages show it
+
+    def call(self, method: str, args: tuple[Tensor, ...], **kwargs: Any) -> Any:
+        shown = ", ".join(f"[{', '.join(map(str, a.shape))}]" for a in args)
+        self.where = f"{method}({shown}{', state=...' if kwargs.get('state') is not None else ''})"
+        try:
+            return getattr(self.model, method)(*args, **kwargs)
+        except KnownError:
+            raise
+        except Exception as e:
+            raise WorldModelFactoryError(f"{self.who} {self.where} raised {_one_line(e)} "
+                                         "(docs/plugins.md)") from e
+
+    def refuse(self, got: Any, wanted: str) -> NoReturn:
+        raise WorldModelFactoryError(f"{self.who} {self.where} returned {_shape(got)}, not {wanted} "
+                                     "(docs/plugins.md)")
+
+
+def probe_world_model(model: nn.Module, spec: str, size: int) -> None:
+    """One tiny call of `loss`, `memory` and `predict_next` (batch 1, frames of `size` pixels, no gradient),
+    checked for types and shapes, so that a broken plug-in is refused at the door and not after collection
+    and training. Torch's RNG streams, the modules' train/eval modes and the buffers are restored: a run
+    that builds its model is bit-identical with or without the probe."""
+    device = next(model.parameters(), torch.empty(0)).device
+    L, S = model.num_history, model.segment_length
+    obs, act = torch.zeros(1, S, 3, size, size, device=device), torch.zeros(1, S, dtype=torch.long, device=device)
+    mask = torch.ones(1, S, dtype=torch.bool, device=device)
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    probe = _Probe(model, spec)
+    try:
+        with _saved_rng(), torch.no_grad():
+            loss = probe.call("loss", (obs, act, mask))
+            if not (isinstance(loss, Tensor) and loss.numel() == 1 and loss.is_floating_point()):
+                probe.refuse(loss, "a scalar floating-point Tensor")
+            state = probe.call("memory", (obs[:, :1], act[:, :1]), state=None)
+            if state is not None and not (isinstance(state, Tensor) and state.ndim >= 1 and state.shape[0] == 1):
+                probe.refuse(state, "None or a Tensor whose first axis is the batch (1)")
+            nxt = probe.call("predict_next", (obs[:, :L], act[:, :L]), state=state)
+            if not (isinstance(nxt, Tensor) and tuple(nxt.shape) == (1, 3, size, size) and nxt.is_floating_point()):
+                probe.refuse(nxt, f"the next frame, a floating-point Tensor [1, 3, {size}, {size}]")
+    finally:
+        for module, training in modes:
+            module.training = training
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+
+
 def build_world_model(cfg: Any, num_actions: int) -> nn.Module:
-    """The world model the config names, checked against the protocol: what every trainer and suite calls."""
+    """The world model the config names, checked against the protocol and probed with one tiny call of each
+    method: what every trainer and suite calls. Every refusal is a WorldModelFactoryError (a ConfigError)."""
     spec = cfg.world_model.factory
-    return check_world_model(resolve_factory(spec)(cfg, num_actions), spec)
+    model = check_world_model(_built(resolve_factory(spec), cfg, num_actions, spec), spec)
+    probe_world_model(model, spec, cfg.env.size)
+    return model
+
+
+def check_buildable(cfg: Any, num_actions: int) -> None:
+    """Build and probe the model the config names, then drop it, with torch's RNG untouched: a command calls
+    this before it claims a run folder, so that a refused configuration claims none."""
+    with _saved_rng():
+        build_world_model(cfg, num_actions)

@@ -1,6 +1,6 @@
 """A run folder belongs to one run: what it is (identity), who writes it (lock), and repair on resume.
 
-- Identity: `run.json` records the run's game, seed, profile and config hash when the folder is first
+- Identity: `run.json` records the run's game, seed, profile, config hash (and config) when the folder is first
   claimed; a later command asking for another run is refused in one sentence naming the differing fields,
   whether the run finished or not (folders from before this file existed are read from result.json or
   config.yaml).
@@ -90,11 +90,17 @@ def read_result(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def changed_config_keys(run_dir: Path, requested: Mapping[str, Any], limit: int = 4) -> list[str]:
-    """Dotted keys whose value in the folder's config.yaml differs from `requested`, with both values."""
+    """Dotted keys whose value in the folder's config.yaml (else the config run.json recorded) differs from
+    `requested`, with both values."""
     path = run_dir / "config.yaml"
-    if not path.is_file():
-        return []
-    on_disk = flatten(read_yaml(path) or {})
+    if path.is_file():
+        recorded = read_yaml(path) or {}
+    else:  # a run stopped before it wrote config.yaml: the config its claim recorded in run.json, if any
+        record = read_json(run_dir / IDENTITY_FILE) if (run_dir / IDENTITY_FILE).is_file() else None
+        recorded = record.get("config") if isinstance(record, dict) else None
+        if not isinstance(recorded, Mapping):
+            return []
+    on_disk = flatten(recorded)
     want = flatten(requested)
     keys = sorted(k for k in set(on_disk) | set(want) if on_disk.get(k) != want.get(k))
     out = [f"{k} ({on_disk.get(k)!r} on disk, {want.get(k)!r} requested)" for k in keys[:limit]]
@@ -161,8 +167,9 @@ def record_identity(run_dir: Path, identity: Mapping[str, Any], config: Mapping[
                     flag: str = "--out") -> None:
     """Check the folder is this run's (check_identity), then record it in run.json if not yet recorded."""
     check_identity(run_dir, identity, config, flag)
-    if not (run_dir / IDENTITY_FILE).is_file():
-        atomic_write_json(run_dir / IDENTITY_FILE, {k: identity.get(k) for k in IDENTITY_FIELDS})
+    if not (run_dir / IDENTITY_FILE).is_file():  # with the config, so a later refusal can name the keys that differ
+        extra = {} if config is None else {"config": dict(config)}
+        atomic_write_json(run_dir / IDENTITY_FILE, {**{k: identity.get(k) for k in IDENTITY_FIELDS}, **extra})
 
 
 @contextmanager

@@ -17,9 +17,10 @@ import torch
 
 from diamond.cli import DEBUG_HELP, run_cli
 from diamond.config import MAX_SEED, PROFILES, Config, build_config, config_hash, to_dict
-from diamond.envs import ATARI_100K_GAMES, validate_game
+from diamond.envs import ATARI_100K_GAMES, num_actions, validate_game
 from diamond.errors import UsageError
 from diamond.io import CorruptFileError
+from diamond.registry import check_buildable
 from diamond.rundir import claim, read_result
 
 # Seconds per update of the paper-size networks at batch 32 on one core of a 2-core AMD EPYC, measured by
@@ -43,6 +44,7 @@ def run(run_dir: str | Path, game: str, seed: int = 0, profile: str = "paper", o
         # local runs, a busy machine) tens of times slower, and small networks gain little from more threads.
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     identity = {"game": game, "seed": seed, "profile": profile, "config_hash": config_hash(cfg)}
+    check_buildable(cfg, num_actions(game))  # a refused world model or option claims no run folder
     with claim(run_dir, identity, config=to_dict(cfg)):
         if (Path(run_dir) / "result.json").is_file():  # readable, before "nothing to do" is said
             try:

@@ -131,7 +131,12 @@ def build_world_model(cfg: Any, num_actions: int) -> WorldModel:
     """The registry's `diamond` world model from a Config: the paradigm, history conditioning and sampler are
     objects picked by name. Suites build through diamond.registry.build_world_model (world_model.factory)."""
     from diamond.nets import build_denoiser_net
+    from diamond.registry import OPTIONS_KEY, WorldModelFactoryError
 
+    if cfg.world_model.options:  # an option meant for another model would otherwise be ignored without a word
+        raise WorldModelFactoryError(f"{OPTIONS_KEY} {dict(cfg.world_model.options)} do not apply to the diamond "
+                                     f"world model, which takes none (its settings are the denoiser.* and "
+                                     f"diffusion.* keys); drop them, or choose the world_model.factory they are for")
     d = cfg.diffusion
     paradigm, kwargs = denoiser_settings(cfg)
     return WorldModel(build_denoiser_net(num_actions, **kwargs), paradigm, d.sampler, d.num_steps, d.num_history,

@@ -129,6 +129,7 @@ def test_cli_refuses_a_bad_factory_with_exit_2(capsys: pytest.CaptureFixture[str
 def test_rollouts_carry_a_plugin_memory(plugin: str) -> None:
     """Each rollout hands the model the state of every frame that left its window (1, 2, 3 ... frames)."""
     model = registry.build_world_model(build_config("smoke", [f"world_model.factory={plugin}"]), 4)
+    model.states_seen.clear()  # the registry's probe at the door made one call
     context = torch.zeros(2, 4, 3, 8, 8, dtype=torch.uint8).numpy()
     generate(model, context, torch.zeros(2, 3 + 5, dtype=torch.long).numpy(), 1, None)
     assert [None if s is None else s[0, 0].item() for s in model.states_seen] == [None, 1, 2, 3, 4]
