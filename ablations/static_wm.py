@@ -29,7 +29,7 @@ from diamond.io import (append_jsonl, atomic_write, atomic_write_json, atomic_wr
                         atomic_write_yaml, read_json, read_jsonl)
 from diamond.rundir import locked_run, record_identity, repair_metrics
 from diamond.trainer import resolve_device
-from diamond.registry import build_world_model
+from diamond.registry import build_world_model, check_buildable
 from evaluation.drift import reference_frames
 from evaluation.wm_protocol import (clip_metrics, error_table_times, load_feature_networks, num_parameters,
                                      rollout_vs_real)
@@ -231,8 +231,10 @@ def run_config(profile: str, overrides: Sequence[str], seed: int, game: str) -> 
 def _resolved_config(run_dir: Path, profile: str, overrides: Sequence[str], seed: int, game: str,
                      extra_identity: dict[str, Any] | None = None) -> Config:
     """The run's config, claimed for the folder (diamond/rundir.py) with any `extra_identity` keys: resuming with
-    different arguments fails, naming the differing keys, instead of mixing two configs."""
+    different arguments fails, naming the differing keys, instead of mixing two configs. The world model is built
+    and probed first (diamond/registry.py): a refused one claims no folder."""
     cfg = run_config(profile, overrides, seed, game)
+    check_buildable(cfg, num_actions(game))
     record_identity(run_dir, {"game": game, "seed": seed, "profile": profile, "config_hash": config_hash(cfg),
                               **(extra_identity or {})}, config=to_dict(cfg), flag="run folder")
     atomic_write_yaml(run_dir / "config.yaml", to_dict(cfg))

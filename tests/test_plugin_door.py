@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from ablations import static_wm
 from diamond import registry
 from diamond.agent import build_agent
 from diamond.config import ConfigError, build_config
 from diamond.errors import RunIdentityError
 from diamond.rundir import record_identity
 from diamond.train import main
+from tests.test_static_wm import PROTOCOL, TINY as STATIC_TINY, write_dataset
 from tests.test_trainer import TINY as AGENT_TINY
 
 torch.set_num_threads(1)
@@ -106,6 +108,15 @@ def test_the_corrected_command_runs_in_the_same_folder(plugins: None, tmp_path: 
     assert main([*args, "world_model.options={bad: loss}"]) == 2
     assert main(args) == 0, capsys.readouterr().err
     assert (out / "result.json").is_file()
+
+
+def test_a_static_study_refuses_before_it_records_the_folder(plugins: None, tmp_path: Path) -> None:
+    write_dataset(tmp_path / "data")
+    with pytest.raises(ConfigError, match=r"'door_wm:build' built Toy, whose predict_next\(.*\) returned a tuple"):
+        static_wm.run(tmp_path / "run", tmp_path / "data", profile="smoke", protocol=PROTOCOL, train_steps=2,
+                      overrides=[*STATIC_TINY, "world_model.factory=door_wm:build",
+                                 "world_model.options={bad: predict_next}"])
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"], "no identity, no config.yaml"
 
 
 def test_builder_errors_keep_their_message_at_the_registry(plugins: None) -> None:
