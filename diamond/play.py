@@ -7,7 +7,8 @@
 It prints the address of a page (http://127.0.0.1:8000/ by default; loopback only unless --host says
 otherwise) that shows the imagined game (D_θ samples each frame from the last L frames and actions, R_ψ gives
 its reward and end) and the real emulator (diamond.envs.make_env), both started from the same real context
-and stepped with the same action, with the per-step pixel MSE between them. Keys (shown on the page): arrows
+and stepped with the same action, with the per-step pixel MSE between them. The first step where R_ψ predicts
+the episode's end is marked on the page (imagination in training stops there); the game plays on. Keys (shown on the page): arrows
 or WASD and Space make the game's action (its ALE meanings); P pauses, N steps, R restarts from a new real
 context, G lets the run's policy play. The page also sets the number of denoising steps and the sampler (the
 world model's paradigm.supported_samplers). Frames are sampled as fast as the world model goes, at most at the
@@ -26,12 +27,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import ipaddress
 import json
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -40,6 +43,7 @@ from diamond.cli import run_cli
 from diamond.config import Config, ConfigError, build_config, from_dict
 from diamond.envs import num_actions
 from diamond.errors import KnownError, UsageError
+from diamond.fields import check_device
 from diamond.io import read_yaml
 from diamond.play_session import KEYS, MAX_CONTEXT, PlaySession, action_for_keys
 
@@ -175,7 +179,10 @@ def make_app(player: Player) -> Any:
     async def index(request: Any) -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    app = Starlette(routes=[Route("/", index), WebSocketRoute("/play", play_socket),
+    async def favicon(request: Any) -> FileResponse:  # browsers ask for /favicon.ico whatever the page links
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+    app = Starlette(routes=[Route("/", index), Route("/favicon.ico", favicon), WebSocketRoute("/play", play_socket),
                             Mount("/static", StaticFiles(directory=STATIC), name="static")])
     app.state.player = player
     return app
@@ -204,6 +211,15 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
+def network_warning(sock: socket.socket) -> str | None:
+    """A warning when the socket listens beyond this machine (--host 0.0.0.0 or an outside address), else None."""
+    host, port = sock.getsockname()[:2]
+    if ipaddress.ip_address(host.split("%")[0]).is_loopback:
+        return None
+    return (f"warning: --host {host} makes the game reachable from the network: anyone who can reach port {port} of "
+            "this machine can watch and play it; the default 127.0.0.1 keeps it to this machine.")
+
+
 def make_server(app: Any) -> Any:
     """A uvicorn server for `app`, quiet but for warnings; open pages get 2 s to close when it stops."""
     import uvicorn
@@ -221,10 +237,18 @@ def serve(app: Any, sock: socket.socket) -> None:
         sock.close()
 
 
-def load_player(args: argparse.Namespace) -> Player:
-    """The config and agent of --run DIR (its config.yaml and checkpoints/last.pt) or of --checkpoint."""
-    from diamond.evaluate import load_agent
-    from diamond.trainer import resolve_device
+class Source(NamedTuple):
+    """What --run or --checkpoint names: its config, the checkpoint file, and the label the page shows."""
+
+    cfg: Config
+    checkpoint: Path
+    label: str
+
+
+def locate(args: argparse.Namespace) -> Source:
+    """Every check of --run or --checkpoint that loads no network: done before the port is taken, so a bad one
+    is named whatever listens on the port."""
+    from diamond.train import check_device as check_gpu  # cuda asked for where PyTorch sees no GPU
 
     if args.run is not None:
         run = args.run
@@ -236,9 +260,10 @@ def load_player(args: argparse.Namespace) -> Player:
         if args.game is not None and args.game != cfg.env.game:
             raise PlayError(f"--run {run} is a {cfg.env.game} run, not {args.game}; drop --game or pass a "
                             f"{args.game} run.")
-        path, source = run / "checkpoints" / "last.pt", f"run {run}"
+        path = run / "checkpoints" / "last.pt"
         if not path.is_file():
             raise PlayError(f"--run {run}: no checkpoints/last.pt yet (the run has not finished its first epoch).")
+        source = Source(cfg, path, f"run {run.resolve().name}")  # its name: the page shows no local path
     else:
         if args.game is None:
             raise UsageError("--checkpoint needs --game, the Atari game the agent was trained on.")
@@ -246,13 +271,23 @@ def load_player(args: argparse.Namespace) -> Player:
             cfg = build_config(args.profile, list(args.overrides), **{"env.game": args.game})
         except ConfigError as e:
             raise UsageError(str(e)) from e
-        path, source = args.checkpoint, f"checkpoint {args.checkpoint}"
-        check_checkpoint_game(path, cfg.env.game)
+        check_checkpoint_game(args.checkpoint, cfg.env.game)
+        source = Source(cfg, args.checkpoint, f"checkpoint {args.checkpoint.name}")
     if args.device is not None:
         cfg.perf.device = args.device
+    check_gpu(cfg)
+    return source
+
+
+def load_player(args: argparse.Namespace, source: Source | None = None) -> Player:
+    """The agent of --run DIR (its config.yaml and checkpoints/last.pt) or of --checkpoint, on its device."""
+    from diamond.evaluate import load_agent
+    from diamond.trainer import resolve_device
+
+    cfg, path, label = source or locate(args)
     agent = load_agent(path, cfg, num_actions(cfg.env.game), args.official)
     device = resolve_device(cfg.perf.device)
-    return Player(agent.to(device).eval(), cfg, device, source, fps=args.fps, first_context=args.context)
+    return Player(agent.to(device).eval(), cfg, device, label, fps=args.fps, first_context=args.context)
 
 
 def check_checkpoint_game(path: Path, game: str) -> None:
@@ -286,6 +321,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise UsageError("--profile, --set and --official describe a --checkpoint; a --run folder has its own config.")
     if not 0 <= args.port <= 65535 or not 0 <= args.context <= MAX_CONTEXT or (args.fps is not None and args.fps < 0):
         raise UsageError(f"--port must be 0..65535, --context 0..{MAX_CONTEXT} and --fps >= 0.")
+    if args.device is not None:
+        try:
+            check_device(args.device)
+        except ValueError:
+            raise UsageError(f"--device {args.device!r}: use auto, cpu, cuda or cuda:N.") from None
     return args
 
 
@@ -306,16 +346,20 @@ def check_server_packages() -> None:
 def _main(argv: list[str]) -> int:
     args = parse_args(argv)
     check_server_packages()
-    sock = bind(args.host, args.port)  # first: a port in use fails before anything loads
+    source = locate(args)  # a bad --run or --checkpoint is named first, whatever listens on the port
+    sock = bind(args.host, args.port)  # then a port in use, before the networks load
     try:
-        player = load_player(args)
+        player = load_player(args, source)
         if args.fps is None:
             player.fps = 60.0 / player.cfg.env.frameskip
         app = make_app(player)
     except BaseException:
         sock.close()
         raise
-    print(f"Playing {player.cfg.env.game} ({player.source}) at {url_of(sock)} (Ctrl-C stops)", flush=True)
+    warning = network_warning(sock)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    print(f"Playing {player.cfg.env.game} ({args.run or args.checkpoint}) at {url_of(sock)} (Ctrl-C stops)", flush=True)
     serve(app, sock)
     print("stopped", flush=True)
     return 0

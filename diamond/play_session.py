@@ -84,6 +84,7 @@ class PlaySession:
         self.sampler: str | None = wm.sampler if self.samplers else None
         self.num_steps: int = int(getattr(wm, "num_steps", 1))
         self.context, self.t, self.over = 0, 0, False
+        self.end_at: int | None = None  # the first step of this context where R_ψ predicted the episode's end
 
     def configure(self, num_steps: int, sampler: str | None) -> None:
         """Denoising steps (1..MAX_STEPS) and sampler (one the paradigm drives) for the next frames."""
@@ -100,7 +101,7 @@ class PlaySession:
             raise ValueError(f"a context number is 0..{MAX_CONTEXT}, got {context}")
         L = self.agent.world_model.num_history
         rng = np.random.default_rng(context)
-        self.context, self.t, self.over = context, 0, False
+        self.context, self.t, self.over, self.end_at = context, 0, False, None
         self.generator = torch.Generator(self.device).manual_seed(context)
         self.policy_generator = torch.Generator().manual_seed(context)
         frames, acts = [self.env.reset(seed=context)[0]], []
@@ -158,18 +159,22 @@ class PlaySession:
         self.t += 1
         self.over = bool(info["game_over"] or truncated)
         imagined = to_uint8(nxt[0]).cpu().numpy()
-        return self._frame(imagined, real, action=action, by=by, reward=int(rl[0, 0].argmax()) - 1,
-                           end=bool(el[0, 0].argmax()), real_reward=real_reward, step_s=step_s)
+        end = bool(el[0, 0].argmax())
+        if end and self.end_at is None:  # imagination in training stops here; the page marks it and plays on
+            self.end_at = self.t
+        return self._frame(imagined, real, action=action, by=by, reward=int(rl[0, 0].argmax()) - 1, end=end,
+                           real_reward=real_reward, step_s=step_s)
 
     def _frame(self, imagined: np.ndarray, real: np.ndarray, *, action: int | None, by: str, reward: int, end: bool,
                real_reward: float, step_s: float) -> dict[str, Any]:
         """The page's message for one step: both frames, the error between them, and what each game said.
-        reward/end are R_ψ's most likely classes; real_reward is the emulator's raw reward."""
+        reward/end are R_ψ's most likely classes, end_at the first step it predicted the end (None: not yet);
+        real_reward is the emulator's raw reward."""
         return {"type": "frame", "t": self.t, "context": self.context, "imagined": png_data_url(imagined),
                 "real": png_data_url(real), "mse": frame_mse(imagined, real), "action": action,
                 "meaning": None if action is None else self.meanings[action], "by": by, "reward": reward,
-                "end": end, "real_reward": real_reward, "real_over": self.over, "step_ms": 1000.0 * step_s,
-                "num_steps": self.num_steps, "sampler": self.sampler}
+                "end": end, "end_at": self.end_at, "real_reward": real_reward, "real_over": self.over,
+                "step_ms": 1000.0 * step_s, "num_steps": self.num_steps, "sampler": self.sampler}
 
     def hello(self, source: str, fps: float) -> dict[str, Any]:
         """The page's first message: the game, its actions with their keys, and the settings it may change."""

@@ -1,6 +1,6 @@
 """python -m diamond.play: the keys make the game's ALE actions, the imagined and real games step together with
 the imagination loop's action alignment, the server listens on loopback and leaves nothing behind, bad input is
-one sentence, and a real browser (headless Chromium) plays the page."""
+one sentence. A real browser (headless Chromium) plays the page in tests/test_play_page.py."""
 
 from __future__ import annotations
 
@@ -10,10 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
-import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -25,16 +22,13 @@ from diamond.agent import build_agent
 from diamond.checkpoint import save_checkpoint
 from diamond.config import build_config, config_hash, to_dict
 from diamond.io import atomic_write_yaml
-from diamond.play import Player, bind, load_player, main, make_app, make_server, parse_args, url_of
+from diamond.play import Player, bind, load_player, main, parse_args, url_of
 from diamond.play_session import PlaySession, action_for_keys, frame_mse, keys_for_action
 
 ALE_18 = ["NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPLEFT", "DOWNRIGHT", "DOWNLEFT", "UPFIRE",
           "RIGHTFIRE", "LEFTFIRE", "DOWNFIRE", "UPRIGHTFIRE", "UPLEFTFIRE", "DOWNRIGHTFIRE", "DOWNLEFTFIRE"]
 BREAKOUT = ["NOOP", "FIRE", "RIGHT", "LEFT"]
 RIGHT, LEFT = 2, 3
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1200,1000"]
 
 
 def tiny_agent_run(folder: Path, game: str = "Breakout", num_actions: int = 4) -> Path:
@@ -194,27 +188,88 @@ def _error(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
     return rc, err
 
 
-def test_bad_input_is_one_sentence_and_a_non_zero_exit(run_dir: Path, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture) -> None:
-    rc, err = _error(["--run", str(tmp_path / "nope")], capsys)
-    assert rc != 0 and "no such run folder" in err
-    (tmp_path / "empty").mkdir()
-    rc, err = _error(["--run", str(tmp_path / "empty")], capsys)
-    assert rc != 0 and "config.yaml" in err
-    rc, err = _error(["--run", str(run_dir), "--game", "Pong"], capsys)
-    assert rc != 0 and "is a Breakout run, not Pong" in err
-    ckpt = run_dir / "checkpoints" / "last.pt"  # a Breakout agent played as Qbert: refused by its run folder
-    rc, err = _error(["--checkpoint", str(ckpt), "--game", "Qbert", "--profile", "smoke"], capsys)
-    assert rc != 0 and "from a Breakout run" in err
-    loose = tmp_path / "loose.pt"  # outside a run folder: Pong has 6 actions, the agent 4
-    shutil.copy(ckpt, loose)
-    rc, err = _error(["--checkpoint", str(loose), "--game", "Pong", "--profile", "smoke"], capsys)
-    assert rc != 0 and "4 actions but Pong has 6" in err
+@pytest.fixture
+def busy_port() -> Iterator[str]:
+    """A port this test holds: a refusal that names the port is the only one that depends on it."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
-        rc, err = _error(["--run", str(run_dir), "--port", str(taken.getsockname()[1])], capsys)
+        yield str(taken.getsockname()[1])
+
+
+def test_bad_input_is_one_sentence_and_a_non_zero_exit(run_dir: Path, tmp_path: Path, busy_port: str,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """A bad --run or --checkpoint is named before the port is taken: whatever listens on the machine's ports
+    (8000, the default, included) changes no answer but the port's own."""
+    rc, err = _error(["--run", str(tmp_path / "nope"), "--port", busy_port], capsys)
+    assert rc != 0 and "no such run folder" in err
+    (tmp_path / "empty").mkdir()
+    rc, err = _error(["--run", str(tmp_path / "empty"), "--port", busy_port], capsys)
+    assert rc != 0 and "config.yaml" in err
+    rc, err = _error(["--run", str(run_dir), "--game", "Pong", "--port", busy_port], capsys)
+    assert rc != 0 and "is a Breakout run, not Pong" in err
+    ckpt = run_dir / "checkpoints" / "last.pt"  # a Breakout agent played as Qbert: refused by its run folder
+    rc, err = _error(["--checkpoint", str(ckpt), "--game", "Qbert", "--profile", "smoke", "--port", busy_port], capsys)
+    assert rc != 0 and "from a Breakout run" in err
+    loose = tmp_path / "loose.pt"  # outside a run folder: Pong has 6 actions, the agent 4 (found once loaded)
+    shutil.copy(ckpt, loose)
+    rc, err = _error(["--checkpoint", str(loose), "--game", "Pong", "--profile", "smoke", "--port", "0"], capsys)
+    assert rc != 0 and "4 actions but Pong has 6" in err
+    rc, err = _error(["--run", str(run_dir), "--port", busy_port], capsys)
     assert rc != 0 and "the port is in use" in err and "--port" in err
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", ""])
+def test_a_bad_device_is_a_usage_error(run_dir: Path, device: str, capsys: pytest.CaptureFixture) -> None:
+    rc, err = _error(["--run", str(run_dir), "--port", "0", "--device", device], capsys)
+    assert rc == 2 and f"--device {device!r}" in err and "cpu, cuda or cuda:N" in err
+
+
+def test_a_network_address_is_warned_about_and_loopback_is_not(run_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    import diamond.play as play
+
+    monkeypatch.setattr(play, "serve", lambda app, sock: sock.close())  # bind, load, print; serve nothing
+    assert main(["--run", str(run_dir), "--port", "0", "--host", "0.0.0.0"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: --host 0.0.0.0" in err and "reachable from the network" in err, err
+    assert main(["--run", str(run_dir), "--port", "0"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_the_page_names_the_run_not_its_absolute_path(player: Player, run_dir: Path) -> None:
+    session = PlaySession(player.agent, player.cfg, player.device)
+    try:
+        hello = session.hello(player.source, player.fps)
+    finally:
+        session.close()
+    assert hello["source"] == f"run {run_dir.name}" and str(run_dir.parent) not in hello["source"]
+
+
+def end_always(monkeypatch: pytest.MonkeyPatch, player: Player) -> None:
+    """R_ψ predicts an end at every step (a smoke model does from about step 6)."""
+    reward_end = player.agent.reward_end
+    original = reward_end.forward
+
+    def ends(*args: Any, **kwargs: Any) -> Any:
+        rewards, ends_, state = original(*args, **kwargs)
+        certain = torch.stack([torch.full_like(ends_[..., 0], -9.0), torch.full_like(ends_[..., 1], 9.0)], -1)
+        return rewards, certain, state
+
+    monkeypatch.setattr(reward_end, "forward", ends)
+
+
+def test_a_predicted_end_is_marked_at_its_first_step_until_a_restart(player: Player,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    session = PlaySession(player.agent, player.cfg, player.device)
+    try:
+        assert session.restart(0)["end_at"] is None
+        end_always(monkeypatch, player)
+        frames = [session.step(RIGHT) for _ in range(2)]
+        assert [f["end"] for f in frames] == [True, True] and [f["end_at"] for f in frames] == [1, 1]
+        assert session.restart(0)["end_at"] is None
+    finally:
+        session.close()
 
 
 def test_the_server_listens_on_loopback_only_by_default() -> None:
@@ -239,6 +294,7 @@ def test_a_stopped_server_leaves_nothing_behind(run_dir: Path, tmp_path: Path, s
         page = urllib.request.urlopen(url, timeout=30).read().decode()
         assert "Play the world model" in page
         assert urllib.request.urlopen(url + "static/play.js", timeout=30).status == 200
+        assert urllib.request.urlopen(url + "favicon.ico", timeout=30).status == 200
         proc.send_signal(stop)
         assert proc.wait(timeout=120) == 0, proc.stderr.read()
     finally:
@@ -249,139 +305,3 @@ def test_a_stopped_server_leaves_nothing_behind(run_dir: Path, tmp_path: Path, s
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", port))
     assert list(tmp_path.iterdir()) == [] and sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before
-
-
-# ------------------------------------------------------------------------------------------------ the browser
-
-
-def browser_or_skip() -> Any:
-    """A headless Chromium driven by Selenium through Debian's chromedriver; skipped, saying why, without one."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        webdriver = None
-    if chromium is None or driver is None or webdriver is None:
-        missing = ", ".join(n for n, v in (("chromium", chromium), ("chromedriver", driver), ("selenium", webdriver))
-                            if v is None)
-        reason = (f"browser test skipped: {missing} not installed (apt-get install chromium chromium-driver; "
-                  "pip install selenium)")
-        warnings.warn(reason)
-        pytest.skip(reason)
-    import tempfile
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="play-chromium-")
-    options.add_argument(f"--user-data-dir={profile}")
-    browser = webdriver.Chrome(options=options, service=Service(driver))
-    browser.profile_dir = profile
-    return browser
-
-
-@pytest.fixture
-def page(player: Player) -> Iterator[tuple[Any, str]]:
-    """The player's app served from a thread, and a browser on its page."""
-    sock = bind("127.0.0.1", 0)
-    server = make_server(make_app(player))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    browser = None
-    try:
-        browser = browser_or_skip()
-        yield browser, url_of(sock)
-    finally:
-        if browser is not None:
-            browser.quit()
-            shutil.rmtree(browser.profile_dir, ignore_errors=True)
-        server.should_exit = True
-        thread.join(timeout=20)
-        sock.close()
-
-
-def _text(browser: Any, id_: str) -> str:
-    return browser.find_element("id", id_).text
-
-
-def _wait(condition: Any, what: str, timeout: float = 120.0) -> None:  # generous: a busy 2-core CI
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def test_a_browser_plays_the_page(page: tuple[Any, str], tmp_path: Path) -> None:
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select
-
-    browser, url = page
-    browser.get(url)
-    _wait(lambda: _text(browser, "game") == "Breakout", "the hello message")
-    keymap = [r.text for r in browser.find_elements("css selector", "#keymap li")]
-    assert keymap == ["NOOP: no key", "FIRE: Space", "RIGHT: →/D", "LEFT: ←/A"]
-    _wait(lambda: int(_text(browser, "imagined-step")) > 2, "the game to run by itself")
-
-    def press(key: str) -> None:
-        ActionChains(browser).send_keys(key).perform()
-
-    def read_page() -> tuple[str, str, str, str, str]:
-        """Both frames, both step counters and the context, read at one instant."""
-        return tuple(browser.execute_script(
-            "const t = (id) => document.getElementById(id);"
-            "return [t('imagined').src, t('real').src, t('imagined-step').textContent, t('real-step').textContent,"
-            " t('shown-context').textContent];"))
-
-    def restart(context: int) -> None:
-        field = browser.find_element("id", "context")
-        field.send_keys(Keys.CONTROL, "a")
-        field.send_keys(str(context), Keys.ENTER)  # Enter restarts from the context typed
-        browser.execute_script("document.activeElement.blur()")
-        _wait(lambda: read_page()[2:] == ("0", "0", str(context)), f"a restart from context {context}")
-
-    def step_with(key: str) -> tuple[str, str]:
-        t = int(_text(browser, "imagined-step"))
-        press(key)
-        _wait(lambda: int(_text(browser, "imagined-step")) == t + 1, "one step")
-        imagined, real, t_imagined, t_real, _ = read_page()
-        assert t_imagined == t_real == str(t + 1)  # the two panels advance together
-        return imagined, real
-
-    press("p")
-    _wait(lambda: "paused" in _text(browser, "status"), "pause")
-    restart(7)
-    start, start_real, *_ = read_page()
-    assert start == start_real  # both panels start from the same real frame
-    panels = [step_with(Keys.ARROW_RIGHT) for _ in range(3)]
-    assert _text(browser, "imagined-step") == _text(browser, "real-step") == "3"
-    imagined, real = zip(*panels)  # each step changed both panels
-    assert len({start, *imagined}) == 4 and len({start, *real}) == 4
-    assert _text(browser, "action") == "RIGHT" and _text(browser, "by") == "you"
-    restart(7)
-    left = step_with(Keys.ARROW_LEFT)
-    assert left[0] != imagined[0]  # the imagined frame follows the action ...
-    restart(7)
-    assert step_with(Keys.ARROW_RIGHT)[0] == imagined[0]  # ... and only the action: the same key, the same frame
-    press("g")  # the policy plays
-    press("p")
-    _wait(lambda: int(_text(browser, "imagined-step")) >= 5, "the running game")
-    press("p")
-    _wait(lambda: "paused" in _text(browser, "status"), "pause")
-    page = read_page()  # both counters at one instant: a frame in flight at the pause may still land
-    assert page[2] == page[3] and _text(browser, "by") == "policy"
-    assert float(_text(browser, "fps")) > 0
-    steps = browser.find_element("id", "num-steps")
-    steps.clear()
-    steps.send_keys("2", Keys.TAB)
-    Select(browser.find_element("id", "sampler")).select_by_value("heun")
-    browser.execute_script("document.activeElement.blur()")
-    step_with("n")
-    assert _text(browser, "sampling") == "2 heun denoising steps", _text(browser, "status")
-    shot = tmp_path / "play.png"
-    assert browser.save_screenshot(str(shot)) and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

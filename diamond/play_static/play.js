@@ -15,6 +15,7 @@ let ws = null;
 let paused = false;
 let policy = false;
 let over = false;
+let endAt = null;     // the first step where R_ψ predicted the end of the imagined episode (null: none yet)
 
 function send(msg) {
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
@@ -25,7 +26,13 @@ function setStatus(text, isError = false) {
   $("status").className = isError ? "error" : "";
 }
 
+function noFrameRate() {  // paused, over or disconnected: no frames arrive, so no rate is shown
+  arrivals.length = 0;
+  $("fps").textContent = "–";
+}
+
 function showState() {
+  if (paused || over) noFrameRate();
   $("pause").textContent = paused ? "Resume (P)" : "Pause (P)";
   $("policy").classList.toggle("on", policy);
   if (over) setStatus("the real game is over: press R for a new context");
@@ -60,13 +67,18 @@ function onFrame(msg) {
   if (document.activeElement !== $("context")) $("context").value = msg.context;
   $("reward").textContent = msg.reward;
   $("end").textContent = msg.end ? "yes" : "no";
+  $("end").className = msg.end ? "yes" : "";
+  endAt = msg.end_at;
+  $("end-marker").hidden = endAt === null;
+  $("end-at").textContent = endAt === null ? "" : endAt;
   $("real-reward").textContent = msg.real_reward;
   over = msg.real_over;
   $("real-over").textContent = over ? "game over" : "playing";
   $("mse").textContent = msg.mse.toFixed(4);
   $("action").textContent = msg.meaning === null ? "–" : msg.meaning;
   $("by").textContent = msg.by;
-  $("sampling").textContent = `${msg.num_steps} ${msg.sampler ? msg.sampler + " " : ""}denoising steps`;
+  const plural = msg.num_steps === 1 ? "" : "s";
+  $("sampling").textContent = `${msg.num_steps} ${msg.sampler ? msg.sampler + " " : ""}denoising step${plural}`;
   if (msg.t === 0) errors.length = 0; else errors.push(msg.mse);
   $("mse-mean").textContent = errors.length ? (errors.reduce((a, b) => a + b, 0) / errors.length).toFixed(4) : "0";
   drawChart();
@@ -97,6 +109,17 @@ function drawChart() {
     if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
   });
   g.stroke();
+  const endIndex = endAt === null ? -1 : endAt - 1 - (errors.length - shown.length);  // errors[i] is step i + 1
+  if (endIndex >= 0) {
+    const x = (endIndex / Math.max(1, shown.length - 1)) * (c.width - 1);
+    g.strokeStyle = "#f66";
+    g.beginPath();
+    g.moveTo(x, 16);
+    g.lineTo(x, c.height);
+    g.stroke();
+    g.fillStyle = "#f66";
+    g.fillText("R\u03c8 end", Math.min(x + 3, c.width - 40), 26);
+  }
   g.fillStyle = "#aaa";
   g.fillText(`max ${top.toFixed(4)}`, 4, 12);
 }
@@ -112,7 +135,10 @@ function connect() {
       showState();
     } else if (msg.type === "error") setStatus(msg.message, true);
   };
-  ws.onclose = () => setStatus("disconnected: the server stopped (reload to reconnect)", true);
+  ws.onclose = () => {
+    noFrameRate();
+    setStatus("disconnected: the server stopped (reload to reconnect)", true);
+  };
 }
 
 function restart() {
