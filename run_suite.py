@@ -43,7 +43,7 @@ suites: {', '.join(SUITE_MODULES)}
 examples:
   # what would run, and its projected GPU-hours (submits nothing)
   python run_suite.py --suite atari100k --dry-run
-  # a one-minute CPU check of the whole pipeline on two games, one seed each
+  # a CPU check of the whole pipeline on two games, one seed each (about two minutes on a 2-core CPU)
   python run_suite.py --suite atari100k --profile smoke --games Breakout Pong --seeds 1
   # the full benchmark on a Slurm cluster (26 games x 5 seeds), at most 32 runs at once
   python run_suite.py --suite atari100k --executor slurm --cluster slurm/cluster.yaml --max-parallel 32

@@ -121,3 +121,29 @@ def test_evaluate_refuses_a_folder_that_holds_run_folders(tmp_path: Path, capsys
     err = one_line(capsys)
     assert "holds run folders (Breakout-s0)" in err and "--out" in err, err
     assert sorted(p.relative_to(suite) for p in suite.rglob("*")) == before, "nothing was written beside the runs"
+
+
+# ---------------------------------------------------------------- README and help
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_readme_says_a_new_shell_activates_the_venv() -> None:
+    setup = (REPO / "README.md").read_text(encoding="utf-8").split("## Set-up")[1].split("\n## ")[0]
+    assert "new shell" in setup and "`. .venv/bin/activate`" in setup, setup
+
+
+def test_readme_gives_cpu_users_the_cpu_build_of_the_ci_pins() -> None:
+    import re
+
+    pins = re.search(r"pip install -q (torch==\S+ torchvision==\S+)\n", (REPO / ".ci" / "run").read_text()).group(1)
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert f"pip install {pins} &&" in readme, "the set-up command installs what CI installs"
+    assert f"pip install {pins} --index-url https://download.pytorch.org/whl/cpu" in readme
+
+
+def test_run_suite_help_gives_the_main_jobs_measured_time(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        run_suite.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "one-minute" not in text and "about two minutes" in text
