@@ -33,9 +33,12 @@ def probe_curves(done: Sequence[tuple[RunSpec, dict]], labels: Mapping[str, str]
 
 
 def first_failure(curves: pd.DataFrame, setting: str, floor: float) -> int | None:
-    """The smallest k whose CI reaches the setting's own blind floor (its error with every context frame hidden)."""
+    """The smallest k whose CI reaches up to the setting's own blind floor (its error with every context frame
+    hidden): from there on the model is not told apart from seeing nothing. Below the floor is where it recalls,
+    so the CI's upper end is the one that reaches it (the lower end of any model that starts below its floor
+    is below it already at k = 0)."""
     rows = curves[curves["setting"] == setting].sort_values("k")
-    reached = rows[rows["ci_low"] <= floor]
+    reached = rows[rows["ci_high"] >= floor]
     return int(reached["k"].iloc[0]) if len(reached) else None
 
 
@@ -72,7 +75,7 @@ def build_memory_report(ctx: ReportContext, models: Sequence[RunSpec], labels: M
         rows.append({"model": setting, "MSE k=0": float(table[setting].iloc[0]), "blind floor": floor,
                      "first k at its floor": first_failure(curves, setting, floor)})
     report.table(pd.DataFrame(rows), "failure", caption="Where each model's probe error reaches its blind floor "
-                 "(the CI of its error at k touches its error with every frame hidden; empty: never).")
+                 "(the first k whose CI's upper end reaches its error with every frame hidden; empty: never).")
     report.heading("Per-step error and drift (open loop, real actions, no occlusion)")
     err_rows, tidy = [], []
     for spec, result in done:
