@@ -21,6 +21,12 @@ The config key `world_model.factory` names the builder `factory(cfg, num_actions
 of `WORLD_MODELS`, a name an installed package declares in the entry-point group `diamond.world_models`,
 or `package.module:function`. `world_model.options` is the factory's own settings. docs/plugins.md walks
 through writing one.
+
+Checked at the door: a name that cannot be loaded or called as factory(cfg, num_actions) fails when the config
+is built; a builder's ValueError/TypeError/KeyError, a missing protocol member, and a tiny batch-1 call of
+`loss`, `memory` and `predict_next` that raises or answers the wrong type or shape fail when the model is built.
+Each is one sentence (WorldModelFactoryError, a ConfigError: exit 2); commands build and probe the model before
+they claim a run folder (check_buildable).
 """
 
 from __future__ import annotations
