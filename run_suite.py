@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most N runs at once (Slurm array throttle, or local processes)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override passed to every run, e.g. --set training.epochs=10 (repeatable)")
+    p.add_argument("--controls", action="store_true",
+                   help="atari100k: also train each (game, seed) run's reward-blind twin (imagined rewards "
+                        "shuffled, training.shuffle_imagined_rewards), the control that tells learning from a "
+                        "decided policy; doubles the grid")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true",
                       help="print each stage's runs (status done/partial/new, projected GPU-hours) and submit nothing")
@@ -126,7 +130,7 @@ def suite_options(args: argparse.Namespace) -> SuiteOptions:
             raise UsageError(f"--set {item!r} is not of the form section.field=value")
     build_config(args.profile, list(args.overrides))  # a bad --set is this command's error, not every run's
     return SuiteOptions(profile=args.profile, out=args.out, games=games, seeds=args.seeds,
-                        overrides=tuple(args.overrides), report_root=args.report_dir)
+                        overrides=tuple(args.overrides), report_root=args.report_dir, controls=args.controls)
 
 
 def cluster_config(path: Path | None, opts: SuiteOptions) -> ClusterConfig:

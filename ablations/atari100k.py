@@ -1,6 +1,8 @@
 """The Atari 100k benchmark (Table 1, Figure 2): DIAMOND with its default settings, 26 games × 5 seeds.
 
-One stage, one run per (game, seed), each `diamond.train:run` in runs/atari100k/<profile>/<game>-s<seed>/.
+One stage, one run per (game, seed), each `diamond.train:run` in runs/atari100k/<profile>/<game>-s<seed>/; with
+--controls also its reward-blind twin in <game>-s<seed>-reward-blind/ (imagined rewards shuffled), a control that
+every game counted as learnt must clear, beside the screen-blind policies each run measures (diamond/controls.py).
 """
 
 from __future__ import annotations
@@ -44,8 +46,12 @@ def gpu_hours(profile: str) -> float:
     return PAPER_GPU_HOURS * gradient_steps(build_config(profile)) / gradient_steps(build_config("paper"))
 
 
-def run_name(game: str, seed: int) -> str:
-    return f"{game}-s{seed}"
+REWARD_BLIND = "reward-blind"  # the twin trained with its imagined rewards shuffled (diamond/controls.py)
+ARMS: dict[str, tuple[str, ...]] = {"agent": (), REWARD_BLIND: ("training.shuffle_imagined_rewards=true",)}
+
+
+def run_name(game: str, seed: int, arm: str = "agent") -> str:
+    return f"{game}-s{seed}" if arm == "agent" else f"{game}-s{seed}-{arm}"
 
 
 def check_finished(spec: RunSpec, cfg: Config) -> None:
@@ -76,13 +82,15 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
     specs = []
     for game in games:
         for seed in range(seeds):
-            cfg = build_config(opts.profile, list(opts.overrides), seed=seed, **{"env.game": game})
-            spec = RunSpec(name=run_name(game, seed), run_dir=root / run_name(game, seed), entry=ENTRY,
-                           kwargs={"game": game, "seed": seed, "profile": opts.profile,
-                                   "overrides": list(opts.overrides)},
-                           gpu_hours=hours, group=game)
-            check_finished(spec, cfg)
-            specs.append(spec)
+            for arm in ARMS if opts.controls else ("agent",):
+                overrides = [*opts.overrides, *ARMS[arm]]
+                cfg = build_config(opts.profile, overrides, seed=seed, **{"env.game": game})
+                name = run_name(game, seed, arm)
+                spec = RunSpec(name=name, run_dir=root / name, entry=ENTRY,
+                               kwargs={"game": game, "seed": seed, "profile": opts.profile, "overrides": overrides},
+                               gpu_hours=hours, group=game)
+                check_finished(spec, cfg)
+                specs.append(spec)
     return [specs]
 
 

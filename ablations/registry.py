@@ -33,6 +33,7 @@ class SuiteOptions:
     seeds: int | None = None  # None = the suite's default number of seeds
     overrides: tuple[str, ...] = ()
     report_root: Path = Path("reports")
+    controls: bool = False  # also train the reward-blind twin of each agent run (suites that train agents)
 
     def suite_dir(self, suite: str) -> Path:
         """runs/<suite>/<profile>/: profiles never share run folders."""

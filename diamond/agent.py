@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diamond.config import Config, OptimConfig
+from diamond.controls import shuffle_rewards
 from diamond.perf import imagination_step
 from diamond.rl import lambda_returns, policy_loss, value_loss
 from diamond.registry import build_world_model
@@ -23,17 +25,25 @@ class Agent(nn.Module):
         self.world_model, self.reward_end, self.actor_critic = world_model, reward_end, actor_critic
 
 
+def build_reward_end(cfg: Config, num_actions: int) -> nn.Module:
+    """R_ψ as cfg.reward_end describes it (the agent's, and the decision metrics' judge)."""
+    from diamond.nets.reward_end import RewardEndNet
+
+    re = cfg.reward_end
+    return RewardEndNet(num_actions, channels=tuple(re.channels), depths=tuple(re.depths), cond_dim=re.cond_dim,
+                        lstm_dim=re.lstm_dim, bottleneck_attention=re.bottleneck_attention, img_size=cfg.env.size,
+                        attention_residual=re.attention_residual, frame_difference=re.frame_difference,
+                        prior_offset=re.prior_offset)
+
+
 def build_agent(cfg: Config, num_actions: int) -> Agent:
     """The three learners; the world model is whichever world_model.factory names (diamond/registry.py)."""
     from diamond.nets.actor_critic import ActorCriticNet
-    from diamond.nets.reward_end import RewardEndNet
 
-    re, ac = cfg.reward_end, cfg.actor_critic
+    ac = cfg.actor_critic
     return Agent(
         build_world_model(cfg, num_actions),
-        RewardEndNet(num_actions, channels=tuple(re.channels), depths=tuple(re.depths), cond_dim=re.cond_dim,
-                     lstm_dim=re.lstm_dim, bottleneck_attention=re.bottleneck_attention, img_size=cfg.env.size,
-                     attention_residual=re.attention_residual),
+        build_reward_end(cfg, num_actions),
         ActorCriticNet(num_actions, channels=tuple(ac.channels), depths=tuple(ac.depths), lstm_dim=ac.lstm_dim,
                        img_size=cfg.env.size),
     )
@@ -150,6 +160,8 @@ class Learner:
             traj = imagine(self.agent.actor_critic, self.agent.world_model, self.agent.reward_end, obs, act,
                            t.imagination_horizon, step=self.imagine_step,
                            refill=refill if t.imagination_refill else None)
+        if t.shuffle_imagined_rewards:  # the reward-blind control (diamond/controls.py)
+            traj = dataclasses.replace(traj, rewards=shuffle_rewards(traj.rewards, traj.valid))
         values = traj.values.float()
         lp, lv, entropy = actor_critic_loss(traj, t.gamma, t.lambda_, t.entropy_weight)
         grad_norm = self._step("actor_critic", lp + lv)

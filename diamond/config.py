@@ -63,6 +63,8 @@ class RewardEndNetConfig:
     lstm_dim: int = 512
     bottleneck_attention: bool = True
     attention_residual: str = "normed"  # as DenoiserNetConfig.attention_residual
+    frame_difference: float = 0.0  # g > 0: g * (o_{t+1} - o_t) as 3 more input channels; 0: the released input
+    prior_offset: bool = False  # logits offset by the log class frequencies of the initial collection
 
 
 @dataclass
@@ -118,6 +120,8 @@ class TrainingConfig:
     eval_epsilon: float = 0.0
     eval_num_envs: int = 8
     collect_temperature: float = 1.0  # real-env collection samples softmax(logits / T) (IRIS App. H; GAME_OVERRIDES)
+    control_episodes: int = 100  # full test games of each screen-blind control after the final evaluation
+    shuffle_imagined_rewards: bool = False  # the reward-blind control: imagined rewards permuted over the batch
 
 
 @dataclass
@@ -220,7 +224,8 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
     },
     RewardEndNetConfig: {
         "channels": _CHANNELS, "depths": _DEPTHS, "cond_dim": Int(1, 4096), "lstm_dim": Int(1, 8192),
-        "bottleneck_attention": Bool(), "attention_residual": _RESIDUAL,
+        "bottleneck_attention": Bool(), "attention_residual": _RESIDUAL, "frame_difference": Float(0.0, 1000.0),
+        "prior_offset": Bool(),
     },
     ActorCriticNetConfig: {"channels": _CHANNELS, "depths": _DEPTHS, "lstm_dim": Int(1, 8192)},
     OptimConfig: {
@@ -240,7 +245,8 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
         "lambda_": Float(0.0, 1.0), "entropy_weight": Float(0.0, 100.0), "eval_episodes": Int(1, 100_000),
         "eval_every": Int(0, 10**6), "eval_every_episodes": Int(1, 10_000), "diag_every": Int(0, 10**6),
         "tensorboard": Bool(), "eval_epsilon": Float(0.0, 1.0), "eval_num_envs": Int(1, 1024),
-        "collect_temperature": Float(0.0, 100.0, lo_open=True),
+        "collect_temperature": Float(0.0, 100.0, lo_open=True), "control_episodes": Int(1, 100_000),
+        "shuffle_imagined_rewards": Bool(),
     },
     PerfConfig: {
         "device": Text(check_device, "auto, cpu, cuda or cuda:N", "tpu"), "bf16": Bool(), "channels_last": Bool(),

@@ -336,6 +336,13 @@ def sample_segments(
     return Segment(obs=obs, act=act, rew=rew, end=end, mask=mask, trans_mask=trans_mask)
 
 
+def class_frequencies(buffer: ReplayBuffer) -> tuple[list[float], list[float]]:
+    """Frequencies of the reward signs (-1, 0, 1) and of the end flag over every transition of `buffer`."""
+    rew = np.concatenate([np.sign(ep.rew) + 1 for ep in buffer.episodes]).astype(np.int64)
+    end = np.concatenate([ep.end for ep in buffer.episodes]).astype(np.int64)
+    return (list(np.bincount(rew, minlength=3) / len(rew)), list(np.bincount(end, minlength=2) / len(end)))
+
+
 def to_float(obs: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1], the pixel range of every network."""
     return obs.float().div(127.5).sub(1.0)

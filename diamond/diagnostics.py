@@ -4,7 +4,8 @@ transitions the learners have not trained on yet (the steps collected this epoch
 - world model: one-step error against the copy-last-frame baseline (a model that cannot beat copying the
   last frame has learnt no dynamics);
 - reward/end model: precision and recall of non-zero rewards and of terminations (the rare events the
-  actor-critic learns from; a model that never predicts them gives the actor nothing to learn);
+  actor-critic learns from; a model that never predicts them gives the actor nothing to learn), and the AUROC of
+  its probability of any event (imagination samples that probability, so it must rank event steps above others);
 - the current policy's reward and termination rates in imagination against the real ones (written by the
   trainer from its learners' and collection's logs);
 - TensorBoard curves while a run works, when the optional `tensorboard` package is installed.
@@ -119,6 +120,24 @@ def reward_end_detection(reward_end: nn.Module, w: Windows, batch: int = 64) -> 
     return out
 
 
+def auroc(scores: Tensor, labels: Tensor) -> float:
+    """Area under the ROC curve of `scores` for boolean `labels` (Mann-Whitney U / (n_pos n_neg), ties count a
+    half): the probability that an event step scores above a non-event step, 0.5 for a model that cannot tell them
+    apart whatever its calibration; NaN without both kinds of step."""
+    scores, labels = scores.double().flatten(), labels.bool().flatten()
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    order = torch.argsort(scores)
+    sorted_scores = scores[order]
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=scores.dtype)
+    _, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
+    first = torch.cumsum(counts, 0) - counts + 1  # average rank of each group of tied scores
+    ranks[order] = (first + (counts - 1) / 2.0).to(scores.dtype)[inverse]
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def event_probabilities(logits: Tensor, target: Tensor, shift: int, name: str) -> dict[str, float]:
     """Imagination samples R_ψ's distribution rather than its argmax, so a model whose argmax never names a
     rare event can still drive learning if it is discriminative: the mean probability it gives the true event
@@ -128,7 +147,8 @@ def event_probabilities(logits: Tensor, target: Tensor, shift: int, name: str) -
     p_true = probs.gather(1, (target + shift).clamp(min=0)[:, None])[:, 0]
     p_any = 1.0 - probs[:, shift]
     mean = lambda x: float(x.mean()) if len(x) else float("nan")  # noqa: E731
-    return {f"diag/{name}_p_event": mean(p_true[event]), f"diag/{name}_p_nonevent": mean(p_any[~event])}
+    return {f"diag/{name}_p_event": mean(p_true[event]), f"diag/{name}_p_nonevent": mean(p_any[~event]),
+            f"diag/{name}_auroc": auroc(p_any, event)}
 
 
 def heldout_diagnostics(world_model: nn.Module, reward_end: nn.Module, replay: ReplayBuffer, num_steps: int,

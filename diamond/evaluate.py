@@ -99,7 +99,7 @@ class _Evaluation:
     """What Trainer.evaluate reads (config, device, agent, action count, env factory, numpy generator): the protocol is
     the trainer's method itself, run here without a training env or replay."""
 
-    evaluate = Trainer.evaluate
+    evaluate, agent_policy = Trainer.evaluate, Trainer.agent_policy
 
     def __init__(self, cfg: Config, agent: Agent, num_actions: int) -> None:
         from diamond.envs import make_env

@@ -49,6 +49,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "training.imagination_horizon": 5,
         "training.reward_end_seq_len": 9,
         "training.eval_episodes": 2,
+        "training.control_episodes": 2,
         "training.eval_num_envs": 2,
         "env.max_episode_frames": 8_000,
         "env.eval_max_episode_frames": 4_000,
@@ -71,6 +72,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "reward_end.cond_dim": 32,
         "reward_end.lstm_dim": 64,
         "reward_end.bottleneck_attention": False,
+        # R_ψ's cure (docs/results/reward-model-cpu): without both, at ~98 updates it gives event and non-event
+        # steps one probability (held-out reward AUROC 0.50 on MsPacman, 0.95 with them)
+        "reward_end.frame_difference": 4.0,
+        "reward_end.prior_offset": True,
         "actor_critic.channels": [8, 8, 16, 16],
         "actor_critic.lstm_dim": 64,
         "training.batch_size": 16,

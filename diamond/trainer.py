@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 
 from diamond.agent import Agent, Learner, build_agent, policy_probs
 from diamond.config import Config, config_hash, to_dict
-from diamond.data import ReplayBuffer, sample_segments, to_float
+from diamond.controls import ActionStats, Policy, control_policies
+from diamond.data import ReplayBuffer, class_frequencies, sample_segments, to_float
 from diamond.diagnostics import TensorBoard, heldout_diagnostics
 from diamond.envs import EnvBatch, make_env
 from diamond.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
@@ -30,6 +31,32 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+class AgentPolicy:
+    """The agent at test time (released test collector): π sampled at temperature 1, a uniform action with
+    probability `epsilon`, each env's LSTM state zeroed when its episode ends; it counts its actions, from which
+    the controls are built."""
+
+    def __init__(self, actor_critic: torch.nn.Module, num_actions: int, device: torch.device,
+                 rng: np.random.Generator, epsilon: float) -> None:
+        self.ac, self.device, self.rng, self.epsilon = actor_critic, device, rng, epsilon
+        self.state: Any = None
+        self.stats = ActionStats(num_actions)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        logits, _, self.state = self.ac(to_float(torch.from_numpy(obs).to(self.device)), self.state)
+        probs = policy_probs(logits).cpu().numpy().astype(np.float64)
+        actions = np.array([self.rng.choice(len(p), p=p / p.sum()) for p in probs])
+        explore = self.rng.random(len(obs)) < self.epsilon
+        actions[explore] = self.rng.integers(len(self.stats.counts), size=int(explore.sum()))
+        self.stats.record(actions)
+        return actions
+
+    def end_episode(self, i: int) -> None:
+        self.stats.end_episode(i)
+        if self.state is not None:
+            self.state = tuple(s.clone().index_fill_(0, torch.tensor([i], device=s.device), 0.0) for s in self.state)
 
 
 class Trainer:
@@ -133,6 +160,8 @@ class Trainer:
         events = info["collect/reward_events"]
         while events < t.initial_min_reward_events and self.replay.num_steps + 100 <= t.initial_collect_max_steps:
             events += self.collect(100, uniform=True, desc="extending collection")["collect/reward_events"]
+        if self.cfg.reward_end.prior_offset:  # R_ψ starts at the base rate of what was collected
+            self.agent.reward_end.set_prior(class_frequencies(self.replay))
         return {"collect/steps": self.replay.num_steps, "collect/reward_events": events}
 
     # ------------------------------------------------------------------ learning
@@ -170,33 +199,29 @@ class Trainer:
         return {k: float(np.mean([l[k] for l in logs])) for k in logs[0]} if logs else {}
 
     # ------------------------------------------------------------------ evaluation
+    def agent_policy(self) -> AgentPolicy:
+        return AgentPolicy(self.agent.actor_critic.eval(), self.num_actions, self.device, self.rng,
+                           self.cfg.training.eval_epsilon)
+
     @torch.no_grad()
-    def evaluate(self, episodes: int, random_policy: bool = False) -> list[float]:
-        """Full test games (no life-loss termination, raw rewards), sampled policy at eval_epsilon, or the uniform
-        random policy under the same protocol (the baseline an agent must beat).
+    def evaluate(self, episodes: int, policy: Policy | None = None) -> list[float]:
+        """Full test games (no life-loss termination, raw rewards) played by `policy` (default: the agent's, sampled
+        at eval_epsilon) on the evaluation envs, seeded seed + 10_000 + i: every policy meets the same games.
 
         Each env plays a fixed quota of episodes decided up front, so short episodes are not over-represented."""
         t, e = self.cfg.training, self.cfg.env
+        policy = self.agent_policy() if policy is None else policy
         n_envs = max(1, min(t.eval_num_envs, episodes))
         quota = [episodes // n_envs + (i < episodes % n_envs) for i in range(n_envs)]
         envs = EnvBatch([self.make_env(e.game, train=False, seed=self.cfg.seed + 10_000 + i, size=e.size, frameskip=e.frameskip,
                                   noop_max=e.noop_max, max_episode_frames=e.eval_max_episode_frames) for i in range(n_envs)])
-        ac = self.agent.actor_critic.eval()
         obs = envs.reset()
-        state, running = None, np.zeros(n_envs)
+        running = np.zeros(n_envs)
         returns: list[float] = []
         done_count = [0] * n_envs
         bar = tqdm(total=episodes, desc="evaluation", leave=False, dynamic_ncols=True)
         while len(returns) < episodes:
-            if random_policy:  # no network call: the baseline's actions do not depend on it
-                actions = self.rng.integers(self.num_actions, size=n_envs)
-            else:
-                logits, _, state = ac(to_float(torch.from_numpy(obs).to(self.device)), state)
-                probs = torch.softmax(logits.float(), -1).cpu().numpy().astype(np.float64)
-                actions = np.array([self.rng.choice(self.num_actions, p=p / p.sum()) for p in probs])
-                explore = self.rng.random(n_envs) < t.eval_epsilon
-                actions[explore] = self.rng.integers(self.num_actions, size=int(explore.sum()))
-            obs, rew, term, trunc, _ = envs.step(actions)
+            obs, rew, term, trunc, _ = envs.step(policy.act(obs))
             running += rew
             for i in np.flatnonzero(term | trunc):
                 if done_count[i] < quota[i]:
@@ -204,9 +229,7 @@ class Trainer:
                     done_count[i] += 1
                     bar.update(1)
                 running[i] = 0.0
-                if state is not None:
-                    state = tuple(s.clone().index_fill_(0, torch.tensor([int(i)], device=s.device), 0.0)
-                                  for s in state)
+                policy.end_episode(int(i))
         bar.close()
         envs.close()
         return returns
@@ -261,9 +284,13 @@ class Trainer:
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
+        """The final evaluation, then the screen-blind controls on the same envs (diamond/controls.py)."""
         start = time.perf_counter()
-        returns = self.evaluate(self.cfg.training.eval_episodes)
-        random_returns = self.evaluate(self.cfg.training.eval_episodes, random_policy=True)
+        agent = self.agent_policy()
+        returns = self.evaluate(self.cfg.training.eval_episodes, agent)
+        controls = {name: self.evaluate(self.cfg.training.control_episodes, policy)
+                    for name, policy in control_policies(agent.stats, self.rng).items()}
+        random_returns = controls["uniform"]
         self.wall_time += time.perf_counter() - start
         mean = float(np.mean(returns))
         result = {
@@ -272,6 +299,9 @@ class Trainer:
             "hns": float(human_normalized_score(self.cfg.env.game, mean)) if self.cfg.env.game in GAMES else None,
             "num_episodes": len(returns),
             "random_returns": random_returns, "random_mean_return": float(np.mean(random_returns)),
+            "controls": controls, "action_frequencies": agent.stats.frequencies,
+            "action_repeat_rate": agent.stats.repeat_rate,
+            "shuffled_imagined_rewards": self.cfg.training.shuffle_imagined_rewards,
             "env_steps": self.replay.num_steps, "epochs": self.epoch, "wall_time_s": self.wall_time,
             "device": str(self.device), "nfe": self.agent.world_model.nfe,
         }

@@ -17,11 +17,12 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from diamond.agent import make_optimizer, reward_end_loss, warmup_schedule
+from diamond.agent import build_reward_end, make_optimizer, reward_end_loss, warmup_schedule
 from diamond.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from diamond.config import config_hash
-from diamond.data import ReplayBuffer, sample_segments, to_float
+from diamond.data import ReplayBuffer, class_frequencies, sample_segments, to_float
 from diamond.io import CorruptFileError
+from diamond.nets.reward_end import LogPriorOffset
 from evaluation.decision import ActionMerge, idm_inputs
 
 
@@ -96,30 +97,6 @@ def balanced_accuracy(idm: nn.Module, episodes: Sequence[Any], merge: ActionMerg
     return float(np.mean([np.mean(pred[true == c] == c) for c in np.unique(true)]))
 
 
-def build_reward_end(cfg: Any, num_actions: int) -> nn.Module:
-    """R_ψ as the agent builds it (cfg.reward_end)."""
-    from diamond.nets.reward_end import RewardEndNet
-
-    re = cfg.reward_end
-    return RewardEndNet(num_actions, channels=tuple(re.channels), depths=tuple(re.depths), cond_dim=re.cond_dim,
-                        lstm_dim=re.lstm_dim, bottleneck_attention=re.bottleneck_attention, img_size=cfg.env.size,
-                        attention_residual=re.attention_residual)
-
-
-class LogPriorOffset(nn.Module):
-    """A reward/end judge's fixed logit offsets: the log class frequencies (reward sign -1, 0, 1; end no, yes), so
-    a network whose own logits are 0 predicts the base rate. `prior` None: no offset (log 1 = 0)."""
-
-    def __init__(self, prior: tuple[Sequence[float], Sequence[float]] | None) -> None:
-        super().__init__()
-        reward, end = prior or ([1.0] * 3, [1.0] * 2)
-        self.register_buffer("log_reward_prior", torch.log(torch.tensor(reward, dtype=torch.float32).clamp_min(1e-4)))
-        self.register_buffer("log_end_prior", torch.log(torch.tensor(end, dtype=torch.float32).clamp_min(1e-4)))
-
-    def offset(self, rew: torch.Tensor, end: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return rew + self.log_reward_prior, end + self.log_end_prior
-
-
 class JudgeRewardEnd(LogPriorOffset):
     """R_ψ as a judge of imagined frames: the agent's network, optionally action-blind and started at the base rate.
 
@@ -127,11 +104,7 @@ class JudgeRewardEnd(LogPriorOffset):
     from the frames. Why: R_ψ given the actions learns which actions go with rewards (the expert's do), and then
     ranks a policy family from the actions alone; measured at 500 updates on the Figure 3 data, it gave the
     copy-last-frame floor the same ranking as the emulator (τ 0.53 both), so τ measured R_ψ, not the world model.
-    `prior` (reward-sign and end frequencies): the logits are offset by their logs. Why: R_ψ's last layer has no
-    bias, so the base rate (3 % rewarded, 0.16 % ends) must be carried by its LSTM; the first updates push all
-    1,024 LSTM inputs the same way and saturate its gates (at the cpu profile's lr 1e-3: 97 % of gate inputs beyond
-    |4| after 10 updates, the same hidden state for every input, held-out p(reward) then equal on rewarded and
-    other transitions). Starting at the base rate, only the discriminative part is left to learn."""
+    `prior` (reward-sign and end frequencies): the logits are offset by their logs (LogPriorOffset says why)."""
 
     def __init__(self, net: nn.Module, prior: tuple[Sequence[float], Sequence[float]] | None, blind: bool) -> None:
         super().__init__(prior)
@@ -183,13 +156,6 @@ def train_event_detector(train: ReplayBuffer, steps: int, seed: int, batch_size:
         loss.backward()
         opt.step()
     return model.eval()
-
-
-def class_frequencies(buffer: ReplayBuffer) -> tuple[list[float], list[float]]:
-    """Frequencies of the reward signs (-1, 0, 1) and of the end flag over every transition of `buffer`."""
-    rew = np.concatenate([np.sign(ep.rew) + 1 for ep in buffer.episodes]).astype(np.int64)
-    end = np.concatenate([ep.end for ep in buffer.episodes]).astype(np.int64)
-    return (list(np.bincount(rew, minlength=3) / len(rew)), list(np.bincount(end, minlength=2) / len(end)))
 
 
 def build_judge_reward_end(cfg: Any, num_actions: int, prior: tuple[Sequence[float], Sequence[float]] | None,

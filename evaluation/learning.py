@@ -1,9 +1,10 @@
-"""Does an agent learn? Per-game returns against the random policy measured under the same protocol, and the
+"""Does an agent learn? Per-game returns against the controls measured under the same protocol, and the
 per-epoch diagnostics of each run (metrics.jsonl) gathered into tidy tables for the report.
 
-The random baseline is measured, not taken from Table 1: each run plays the uniform random policy on the same
-evaluation envs and seeds as its agent (result.json `random_returns`), so both sides have a CI and share the
-protocol (episode cap, no-ops, full games).
+The controls are measured, not taken from Table 1: each run plays the uniform random policy and two random
+policies matched to its agent's final action frequencies (i.i.d. and sticky) on the same evaluation envs and seeds
+(result.json `controls`), and the suite's --controls trains each run's reward-blind twin; so every side has a CI
+and shares the protocol (episode cap, no-ops, full games). Learnt = the agent's CI above every control's.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ DIAG_KEYS = ("diag/wm_mse", "diag/copy_last_mse", "diag/wm_over_copy", "diag/rew
              "diag/reward_fn", "diag/end_tp", "diag/end_fp", "diag/end_fn", "imagination/reward_mean",
              "collect/reward_rate", "imagination/end_rate", "collect/end_rate", "actor_critic/entropy",
              "eval/return", "diag/reward_p_event", "diag/reward_p_nonevent", "diag/end_p_event",
-             "diag/end_p_nonevent")
+             "diag/end_p_nonevent", "diag/reward_auroc", "diag/end_auroc")
 
 
 def cluster_bootstrap_mean(per_seed: Sequence[Sequence[float]], reps: int = 2_000, seed: int = 0
@@ -41,17 +42,44 @@ def cluster_bootstrap_mean(per_seed: Sequence[Sequence[float]], reps: int = 2_00
     return point, float(low), float(high)
 
 
-def beats_random(results: pd.DataFrame, reps: int = 2_000) -> pd.DataFrame:
-    """One row per game: the agent's and the measured random policy's mean return with 95 % CIs (two-level
-    bootstrap over seeds and episodes), and whether the agent's CI lies wholly above the random one."""
+CONTROLS = ("uniform", "matched", "sticky", "reward-blind")  # diamond/controls.py; reward-blind: the twin runs
+
+
+def episode_table(results: pd.DataFrame, blind: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every evaluation episode, long: (game, seed, policy, episode, return). `results` are agent runs with
+    `episode_returns` and `controls` ({name: returns}; older runs: only `random_returns`, read as uniform);
+    `blind` the reward-blind twins' runs (their agent's returns are that control's)."""
     rows = []
-    for game, runs in results.groupby("game", sort=False):
-        agent = cluster_bootstrap_mean(list(runs["episode_returns"]), reps)
-        random = cluster_bootstrap_mean(list(runs["random_returns"]), reps)
-        rows.append({"game": game, "seeds": len(runs), "episodes": int(sum(map(len, runs["episode_returns"]))),
-                     "agent": agent[0], "agent_low": agent[1], "agent_high": agent[2],
-                     "random": random[0], "random_low": random[1], "random_high": random[2],
-                     "above_random": agent[1] > random[2]})
+    for r in results.itertuples():
+        controls = r.controls if isinstance(getattr(r, "controls", None), dict) else {"uniform": r.random_returns}
+        for policy, returns in {"agent": r.episode_returns, **controls}.items():
+            rows += [(r.game, int(r.seed), policy, i, float(x)) for i, x in enumerate(returns)]
+    for r in (blind.itertuples() if blind is not None else ()):
+        rows += [(r.game, int(r.seed), "reward-blind", i, float(x)) for i, x in enumerate(r.episode_returns)]
+    return pd.DataFrame(rows, columns=["game", "seed", "policy", "episode", "return"])
+
+
+def controls_table(episodes: pd.DataFrame, reps: int = 2_000) -> pd.DataFrame:
+    """One row per game: the agent's and each measured control's mean return with 95 % CIs (two-level bootstrap
+    over seeds, then episodes), `above_random` (the agent's CI wholly above the uniform policy's) and `learnt`
+    (wholly above every control's; False while a control is unmeasured, named in `missing`)."""
+    rows = []
+    for game, g in episodes.groupby("game", sort=False):
+        row: dict = {"game": game}
+        for policy in ("agent", *CONTROLS):
+            p = g[g["policy"] == policy]
+            if p.empty:
+                continue
+            per_seed = [list(s["return"]) for _, s in p.groupby("seed")]
+            mean, low, high = cluster_bootstrap_mean(per_seed, reps)
+            row.update({policy: mean, f"{policy}_low": low, f"{policy}_high": high})
+            if policy == "agent":
+                row.update(seeds=len(per_seed), episodes=len(p))
+        missing = [c for c in CONTROLS if c not in row]
+        row["above_random"] = "uniform" in row and row["agent_low"] > row["uniform_high"]
+        row["learnt"] = not missing and all(row["agent_low"] > row[f"{c}_high"] for c in CONTROLS)
+        row["missing"] = ", ".join(missing)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -95,6 +123,7 @@ def diagnostics_table(metrics: pd.DataFrame, late_fraction: float = 0.5) -> pd.D
             "rew rec": _ratio(t("diag/reward_tp"), t("diag/reward_tp") + t("diag/reward_fn")),
             "rew events": t("diag/reward_tp") + t("diag/reward_fn"),
             "P(rew|rew)": g("diag/reward_p_event"), "P(rew|none)": g("diag/reward_p_nonevent"),
+            "rew AUROC": g("diag/reward_auroc"),
             "end prec": _ratio(t("diag/end_tp"), t("diag/end_tp") + t("diag/end_fp")),
             "end rec": _ratio(t("diag/end_tp"), t("diag/end_tp") + t("diag/end_fn")),
             "imag rew/step": g("imagination/reward_mean"), "real rew/step": g("collect/reward_rate"),
@@ -103,5 +132,7 @@ def diagnostics_table(metrics: pd.DataFrame, late_fraction: float = 0.5) -> pd.D
         }
         if "diag/reward_p_event" not in late:  # runs made before these were logged
             del row["P(rew|rew)"], row["P(rew|none)"]
+        if "diag/reward_auroc" not in late:
+            del row["rew AUROC"]
         rows.append(row)
     return pd.DataFrame(rows)

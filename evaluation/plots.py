@@ -292,8 +292,8 @@ def plot_sampler_errors(table: pd.DataFrame, path: str | Path, panels: Mapping[s
 
 
 def plot_learning_curves(metrics: pd.DataFrame, path: str | Path, reference: Mapping[str, Mapping[str, float]]) -> Path:
-    """Evaluation return against env steps, one panel per game, one line per seed; dashed: the measured random
-    policy (`reference[game]["random"]`), dotted: human (`reference[game]["human"]`), when given."""
+    """Evaluation return against env steps, one panel per game, one line per seed, on the returns' own scale;
+    horizontal lines: the reference returns `reference[game][name]` (the measured controls), one style each."""
     _require(metrics, ["game", "seed", "env_steps", "eval/return"], "learning curves")
     games = list(dict.fromkeys(metrics["game"]))
     cols = min(3, len(games))
@@ -304,8 +304,8 @@ def plot_learning_curves(metrics: pd.DataFrame, path: str | Path, reference: Map
         df = metrics[(metrics["game"] == game) & metrics["eval/return"].notna()]
         for seed, run in df.groupby("seed"):
             ax.plot(run["env_steps"], run["eval/return"], marker="o", ms=3, label=f"seed {seed}")
-        for key, style in (("random", "--"), ("human", ":")):
-            value = reference.get(game, {}).get(key)
+        styles = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
+        for (key, value), style in zip(reference.get(game, {}).items(), styles * 4):
             if value is not None and np.isfinite(value):
                 ax.axhline(value, color="grey", ls=style, lw=1, label=key)
         ax.set_title(game)

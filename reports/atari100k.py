@@ -177,6 +177,11 @@ def build_report(ctx: ReportContext, specs: Sequence[RunSpec], default_seeds: in
     `default_seeds`: the suite's full number of seeds per game, for the subset banner)."""
     reps = reps or BootstrapReps.from_env()
     results, missing = collect_results(specs)
+    if "shuffled_imagined_rewards" in results:  # the reward-blind twins are a control, not runs of the agent
+        blind_rows = results["shuffled_imagined_rewards"].eq(True)
+        results, blind = results[~blind_rows].reset_index(drop=True), results[blind_rows].reset_index(drop=True)
+    else:
+        blind = results.iloc[:0]
     if results.empty:
         raise ValueError(f"no finished run (result.json) under {ctx.runs_dir} for this grid; "
                          "run the suite first")
@@ -207,7 +212,7 @@ def build_report(ctx: ReportContext, specs: Sequence[RunSpec], default_seeds: in
     report.table(per_game_table(ours_all, games), "per_game",
                  caption=f"Returns on our {len(games)} games. Published columns: the paper's Table 1. {OURS}: mean "
                          "± sample standard deviation over seeds.", float_fmt="{:.1f}")
-    learning_section(report, results, out, reps.aggregate)
+    learning_section(report, results, out, reps.aggregate, blind)
 
     report.heading("Aggregate human-normalized scores (Figure 2)")
     agg = aggregate.aggregate_metrics(tidy, reps=reps.aggregate, algorithms=order)
@@ -253,6 +258,7 @@ def build_report(ctx: ReportContext, specs: Sequence[RunSpec], default_seeds: in
     _settings(report, results, configs, ctx.profile)
     report.heading("All runs")
     columns = ["run", "seed", "score", "hns", "num_episodes", "env_steps", "epochs", "wall_time_s", "config_hash"]
-    report.table(results[columns], "runs", caption="Every finished run (run folders under "
-                                                f"`{ctx.runs_dir}`).", float_fmt="{:.2f}")
+    report.table(pd.concat([results, blind], ignore_index=True)[columns], "runs",
+                 caption=f"Every finished run (run folders under `{ctx.runs_dir}`; '-reward-blind': the control "
+                         "trained with shuffled imagined rewards).", float_fmt="{:.2f}")
     return report.write()

@@ -15,7 +15,7 @@ from pypdf import PdfReader  # noqa: E402
 from ablations import atari100k  # noqa: E402
 from ablations.registry import SuiteOptions  # noqa: E402
 from diamond.config import build_config, config_hash, to_dict  # noqa: E402
-from diamond.io import atomic_write_json, atomic_write_yaml  # noqa: E402
+from diamond.io import append_jsonl, atomic_write_json, atomic_write_yaml  # noqa: E402
 from evaluation import baselines  # noqa: E402
 from evaluation.atari import HUMAN_SCORES, RANDOM_SCORES  # noqa: E402
 from reports import common  # noqa: E402
@@ -190,3 +190,36 @@ def test_common_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert table["value"].tolist() == ["3 | 4 (differs between runs)"]
     assert common.format_ci(1.23456, 1.0, 1.5) == "1.235 [1.000, 1.500]"
     assert common.format_ci(1.0, float("nan"), float("nan")) == "1.000 (no CI)"
+
+
+def test_controls_grid_reports_the_twins_as_a_control_and_every_episode(tmp_path: Path) -> None:
+    """With --controls, the reward-blind twins are not agent runs: they fill the report's reward-blind column (and
+    tables/episodes.csv), Table 1 counts only the agents, and a game is 'learnt' only above all four controls.
+    Runs without diagnostics say why instead of showing a table of dashes."""
+    opts = SuiteOptions(profile="smoke", out=tmp_path / "runs", games=("Boxing", "Pong"), seeds=2,
+                        report_root=tmp_path / "reports", controls=True)
+    specs = atari100k.stages(opts)[0]
+    assert [s.name for s in specs[:2]] == ["Boxing-s0", "Boxing-s0-reward-blind"] and len(specs) == 8
+    for spec in specs:
+        game, seed, blind = spec.kwargs["game"], spec.kwargs["seed"], spec.name.endswith("reward-blind")
+        cfg = build_config("smoke", spec.kwargs["overrides"], seed=seed, **{"env.game": game})
+        agent = [50.0 + seed, 52.0, 51.0] if game == "Boxing" and not blind else [1.0 + seed, 0.0, 2.0]
+        atomic_write_yaml(spec.run_dir / "config.yaml", to_dict(cfg))
+        append_jsonl(spec.run_dir / "metrics.jsonl", {"epoch": 1, "env_steps": 300, "eval/return": 1.0})
+        atomic_write_json(spec.run_dir / "result.json", {
+            "game": game, "seed": seed, "profile": "smoke", "config_hash": config_hash(cfg),
+            "episode_returns": agent, "mean_return": float(np.mean(agent)), "score": float(np.mean(agent)),
+            "hns": 0.0, "num_episodes": 3, "env_steps": 600, "epochs": 3, "wall_time_s": 50.0, "device": "cpu",
+            "nfe": 1, "random_returns": [0.0, 1.0, 2.0], "shuffled_imagined_rewards": blind,
+            "controls": {"uniform": [0.0, 1.0, 2.0], "matched": [1.0, 2.0, 1.0], "sticky": [2.0, 1.0, 0.0]}})
+    md, _ = build(opts, specs)
+    table = pd.read_csv(md.parent / "tables" / "agent_vs_controls.csv").set_index("game")
+    assert table.loc["Boxing", "learnt"] == "yes" and table.loc["Pong", "learnt"] == "no"
+    assert table.loc["Boxing", "reward-blind"].startswith("1.2 [")  # the twins: seed means 1 and 4/3
+    episodes = pd.read_csv(md.parent / "tables" / "episodes.csv")
+    assert episodes.groupby("policy").size().to_dict() == {
+        "agent": 12, "matched": 12, "reward-blind": 12, "sticky": 12, "uniform": 12}
+    assert (pd.read_csv(md.parent / "tables" / "per_game.csv")["seeds"] == 2).all()  # agents only
+    text = md.read_text()
+    assert "above every control's on 1 of 2 games (Boxing)" in text
+    assert "training.diag_every" in text and not (md.parent / "tables" / "diagnostics.csv").exists()

@@ -18,7 +18,7 @@ from diamond.diagnostics import (TensorBoard, detection_counts, newest_windows, 
                                  reward_end_detection)
 from diamond.io import read_jsonl
 from diamond.train import main
-from evaluation.learning import beats_random, cluster_bootstrap_mean, diagnostics_table
+from evaluation.learning import cluster_bootstrap_mean, controls_table, diagnostics_table, episode_table
 from tests.test_trainer import TINY
 
 L = 4
@@ -119,12 +119,33 @@ def test_cluster_bootstrap_and_the_verdict() -> None:
     point, low, high = cluster_bootstrap_mean([[1.0, 3.0], [5.0, 7.0, 9.0]], reps=500)
     assert point == pytest.approx((2.0 + 7.0) / 2) and low < point < high
     assert cluster_bootstrap_mean([[2.0, 2.0], [2.0]], reps=50)[1:] == (2.0, 2.0)
-    results = pd.DataFrame({"game": ["A", "A", "B", "B"],
+    results = pd.DataFrame({"game": ["A", "A", "B", "B"], "seed": [0, 1, 0, 1],
                             "episode_returns": [[10, 11, 12], [9, 10, 11], [1, 5, 0], [2, 0, 4]],
-                            "random_returns": [[1, 2, 0], [2, 1, 0], [1, 4, 2], [0, 3, 1]]})
-    table = beats_random(results, reps=300).set_index("game")
+                            "random_returns": [[1, 2, 0], [2, 1, 0], [1, 4, 2], [0, 3, 1]], "controls": None})
+    table = controls_table(episode_table(results), reps=300).set_index("game")
     assert bool(table.loc["A", "above_random"]) and not bool(table.loc["B", "above_random"])
     assert table.loc["A", "episodes"] == 6
+    assert not table["learnt"].any() and table.loc["A", "missing"] == "matched, sticky, reward-blind"
+
+
+def test_learnt_means_above_every_control() -> None:
+    """A game is learnt only when the agent's CI clears all four controls: a matched or reward-blind control
+    that plays as well as the agent refutes it, even where the agent beats uniform play."""
+    def run(game: str, seed: int, matched: list[float]) -> dict:
+        return {"game": game, "seed": seed, "episode_returns": [10.0, 11.0, 12.0], "random_returns": [1.0, 2.0],
+                "controls": {"uniform": [1.0, 2.0, 0.0], "matched": matched, "sticky": [2.0, 3.0, 1.0]}}
+    results = pd.DataFrame([run("A", 0, [3.0, 2.0, 4.0]), run("A", 1, [2.0, 3.0, 3.0]),
+                            run("B", 0, [10.0, 12.0, 11.0]), run("B", 1, [11.0, 12.0, 10.0])])
+    blind = pd.DataFrame({"game": ["A", "A", "B", "B"], "seed": [0, 1, 0, 1],
+                          "episode_returns": [[4.0, 5.0], [3.0, 4.0], [1.0, 2.0], [2.0, 1.0]]})
+    episodes = episode_table(results, blind)
+    assert set(episodes["policy"]) == {"agent", "uniform", "matched", "sticky", "reward-blind"}
+    assert len(episodes) == 4 * (3 + 3 + 3 + 3) + 4 * 2
+    table = controls_table(episodes, reps=300).set_index("game")
+    assert table["above_random"].all()
+    assert bool(table.loc["A", "learnt"]) and not bool(table.loc["B", "learnt"])  # B: its matched control ties it
+    no_blind = controls_table(episode_table(results), reps=300).set_index("game")
+    assert not no_blind["learnt"].any() and set(no_blind["missing"]) == {"reward-blind"}
 
 
 def test_diagnostics_table_pools_event_counts_over_the_second_half() -> None:
@@ -141,12 +162,15 @@ def test_a_run_writes_diagnostics_learning_curve_and_random_baseline(tmp_path: P
                  "training.diag_every=1", "training.eval_every=1", "training.eval_every_episodes=1"]) == 0
     lines = read_jsonl(run_dir / "metrics.jsonl")
     epochs = [m for m in lines if not m.get("final")]
-    assert all("diag/wm_over_copy" in m and "diag/reward_recall" in m for m in epochs)
+    assert all("diag/wm_over_copy" in m and "diag/reward_recall" in m and "diag/reward_auroc" in m for m in epochs)
     assert epochs[0]["diag/heldout_transitions"] == 200 and epochs[1]["diag/heldout_transitions"] == 30
     assert all("eval/return" in m and len(m["eval/episode_returns"]) == 1 for m in epochs[:-1])
     assert all("collect/reward_rate" in m for m in epochs[1:])
     result = json.loads((run_dir / "result.json").read_text())
-    assert len(result["random_returns"]) == result["num_episodes"]
+    assert sorted(result["controls"]) == ["matched", "sticky", "uniform"]
+    assert all(len(v) == 2 for v in result["controls"].values())  # the smoke profile's training.control_episodes
+    assert result["random_returns"] == result["controls"]["uniform"]
+    assert sum(result["action_frequencies"]) == pytest.approx(1.0) and 0 <= result["action_repeat_rate"] <= 1
     assert lines[-1]["final"] and lines[-1]["eval/random_return"] == result["random_mean_return"]
 
 

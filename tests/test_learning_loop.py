@@ -21,7 +21,9 @@ from torch import Tensor, nn
 from diamond.agent import Learner, build_agent
 from diamond.config import build_config
 from diamond.data import ReplayBuffer, sample_segments, to_float
+from diamond.controls import ActionStats, control_policies
 from diamond.toy_env import CueEnv, make_cue_env, random_policy_return
+from evaluation.learning import cluster_bootstrap_mean
 from diamond.trainer import Trainer
 
 A, SIZE = 3, 16  # actions of the cue game; frame side (the smallest the networks' down-sampling allows)
@@ -224,19 +226,59 @@ def test_whole_loop_beats_random_on_the_cue_game(tmp_path: Path) -> None:
     assert trained > max(3 * random, random + 1.0), (trained, random)
 
 
-def test_random_baseline_evaluation_never_calls_the_policy(tmp_path: Path) -> None:
-    """Trainer.evaluate(random_policy=True) plays uniform actions without a forward pass of the actor-critic (a
-    policy that raises would stop it), over the same quota of full games; its mean return is the uniform policy's
-    formula on the cue game."""
+def test_controls_never_call_the_policy(tmp_path: Path) -> None:
+    """The screen-blind controls play without a forward pass of the actor-critic (a policy that raises would stop
+    them), over the same quota of full games; the uniform one scores the uniform policy's formula on the cue game."""
     cfg = build_config("smoke", {"env.size": SIZE, "env.eval_max_episode_frames": 400, "training.eval_num_envs": 4})
     trainer = Trainer(cfg, tmp_path / "run", env_factory=make_cue_env)
 
     def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the random baseline called the actor-critic")
+        raise AssertionError("a control called the actor-critic")
 
     trainer.agent.actor_critic.forward = refuse
-    returns = trainer.evaluate(400, random_policy=True)
-    assert len(returns) == 400
-    assert np.mean(returns) == pytest.approx(random_policy_return(A, 20), abs=0.15)
+    stats = ActionStats(A)
+    stats.record(np.array([0, 0, 1]))
+    for name, policy in control_policies(stats, trainer.rng).items():
+        returns = trainer.evaluate(400 if name == "uniform" else 8, policy)
+        assert len(returns) == (400 if name == "uniform" else 8)
+        if name == "uniform":
+            assert np.mean(returns) == pytest.approx(random_policy_return(A, 20), abs=0.15)
     with pytest.raises(AssertionError, match="called the actor-critic"):
         trainer.evaluate(1)
+
+
+class _ScriptedAgent:
+    """A policy for Trainer.evaluate: reads the cue from the screen (`reads`), or always plays action 0."""
+
+    def __init__(self, reads: bool) -> None:
+        self.reads, self.stats = reads, ActionStats(A)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        acts = np.array([_cue_of(o) for o in obs]) if self.reads else np.zeros(len(obs), np.int64)
+        self.stats.record(acts)
+        return acts
+
+    def end_episode(self, i: int) -> None:
+        self.stats.end_episode(i)
+
+
+def _cue_of(obs: np.ndarray) -> int:
+    env = CueEnv(num_actions=A, size=SIZE)
+    return next(c for c in range(A) if np.array_equal(obs, env.render_cue(c)))
+
+
+def test_controls_tell_reading_the_screen_from_a_decided_policy(tmp_path: Path) -> None:
+    """The rule "learnt = the agent's CI above every control's CI" on two scripted agents of the cue game: one
+    that reads the cue clears every control; one that always plays action 0 beats uniform play's CI's lower edge
+    no more than its matched control does (the matched control plays action 0 too, and ties it)."""
+    cfg = build_config("smoke", {"env.size": SIZE, "env.eval_max_episode_frames": 400, "training.eval_num_envs": 4})
+    trainer = Trainer(cfg, tmp_path / "run", env_factory=make_cue_env)
+    for reads in (True, False):
+        agent = _ScriptedAgent(reads)
+        mine = cluster_bootstrap_mean([trainer.evaluate(40, agent)], reps=500)
+        controls = {k: cluster_bootstrap_mean([trainer.evaluate(40, p)], reps=500)
+                    for k, p in control_policies(agent.stats, trainer.rng).items()}
+        above = [mine[1] > c[2] for c in controls.values()]
+        assert all(above) if reads else not all(above), (reads, mine, controls)
+        if not reads:
+            assert controls["matched"][0] == pytest.approx(mine[0]), (mine, controls)
