@@ -59,7 +59,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         # (0.49 M-parameter U-Net, sizes measured in ablations/ddpm_vs_edm.py). Per update at batch 16, measured in a
         # run (`python -m diamond.bench --profile cpu` gives 0.33 / 1.65 / 2.4 s on an idle core): denoiser 0.45 s,
         # reward/end 2.2 s, actor-critic 3 s (240 imagined frames at n = 1), hence 6,800 env steps, 30 epochs and
-        # ~590 / 98 / 194 updates. EDM n = 1: the stable setting of the committed CPU Figure 3. Atari 100k protocol
+        # 590 / 98 / 194 updates. EDM n = 1: the stable setting of the committed CPU Figure 3. Atari 100k protocol
         # otherwise (64x64, frameskip 4, life loss, full test games, fewer evaluation episodes)
         "denoiser.channels": [16, 16, 32, 32],
         "denoiser.depths": [1, 1, 1, 1],
