@@ -210,7 +210,8 @@ def wall_time_rows(results: pd.DataFrame) -> list[dict[str, str]]:
     wall = results["wall_time_s"].astype(float)
     return [
         {"setting": "runs finished", "key": "result.json", "value": str(len(results))},
-        {"setting": "total wall time", "key": "wall_time_s", "value": format_hours(float(wall.sum()))},
+        {"setting": "run time summed over runs (not the suite's wall time)", "key": "wall_time_s",
+         "value": format_hours(float(wall.sum()))},
         {"setting": "wall time per run (mean, min, max)", "key": "wall_time_s",
          "value": ", ".join(format_hours(float(x)) for x in (wall.mean(), wall.min(), wall.max()))},
         {"setting": "device", "key": "device", "value": _distinct(results["device"])},

@@ -112,7 +112,7 @@ def test_banners_and_settings(built) -> None:
     assert "3 of the 26 games" in banners[1] and "2 of the 5 seeds" in banners[1]
     settings = pd.read_csv(md.parent / "tables" / "settings.csv").set_index("setting")["value"]
     assert settings["profile"] == "smoke" and settings["sampler"] == "euler"
-    assert settings["total wall time"] == "5.5 min"  # 3 games x (50 + 60) s
+    assert settings["run time summed over runs (not the suite's wall time)"] == "5.5 min"  # 3 games x (50 + 60) s
     assert settings["wall time per run (mean, min, max)"] == "55 s, 50 s, 60 s"
     assert "no `--set` overrides" in text
 
