@@ -1,22 +1,28 @@
-"""Memory probe: does a world model recall what has left its view?
+"""Memory probe on the delayed-cue game (diamond/memory_game.py): what a world model keeps of a cue it no
+longer sees.
 
-The probe (`memory_probe`): real contexts of C frames from held-out play, whose last k frames are occluded
-(blanked to the padding value 0, mid-grey, with their actions kept), and the real frame that follows. A model
-predicts that frame from the occluded context; its error against the real frame, per k, says how much of the
-scene it recovers from frames it no longer sees. With k >= L a frame-stack model of L frames sees nothing but
-blanks and actions, so its prediction cannot depend on the scene (the floor: `tests/test_memory_probe.py`
-checks it exactly); cross-attention over L' > L frames sees the scene until k >= L'; a model with a recurrent
-memory (diamond/recurrent_wm.py) carries it through any k its memory holds. The emulator (whose recorded
-frames the probe compares with: the Atari emulator without sticky actions is deterministic) is the ceiling,
-error 0 at every k; the newest frame before the occlusion, copied, is what a memory without dynamics gives.
+Each start is a cue c; for each k, the model gets the C = cue_frames frames before the answer of the episode
+(c, delay k): C - k frames showing the cue, then k frames where it is hidden. It predicts the next frame, the
+answer, whose block takes the cue's colour. Error is measured on that block (`region_mse`), the only pixels that
+need the past: the rest of the answer frame follows from the newest frame alone (`frame_mse` keeps the whole
+frame for comparison). The same cues, actions and noise for every k.
 
-Models are trained with the same occlusions (`occlude`, drawn by `draw_occlusions`), so that a blank context
-is not out of distribution: the probe measures memory, not robustness to grey frames.
+References, per start:
+- CEILING, the env (it knows the hidden cue): the real answer, error 0;
+- FLOOR, a model structurally blind to the past (it sees only its newest frame and knows the rules): the cue
+  at k = 0 (the newest frame shows it), from k >= 1 the cues' mean colour, the lowest error without the cue.
+The floor's error at the largest probed k (C: no context frame shows the cue) is `blind`, and the fraction of
+information kept at k is (blind - error at k) / (blind - error at 0): 1 for the ceiling, 0 for the floor at
+every k >= 1 (tests/test_memory_probe.py holds both).
+
+Context use: the same contexts rendered with another cue, (c + 1) mod A, scored against the true answer. A
+model that reads its cue from its context moves its answer by the distance between the two cues' answers
+(`swap_mse`); one that ignores its context does not: use = (error swapped - error intact) / that distance.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,32 +30,14 @@ import torch
 from torch import Tensor
 
 from diamond.data import to_float, to_uint8
-from evaluation.video import mean_and_ci
-from evaluation.wm_protocol import _device, _windows, join_life_losses, pick_starts
+from diamond.memory_game import DelayedCueEnv
+from diamond.toy_env import CUE_COLOURS
+from evaluation.wm_protocol import _device
 
-BLANK = 0.0  # an occluded frame in [-1, 1]: the padding value of diamond.data (mid-grey)
-EMULATOR = "emulator"  # the ceiling: the real next frame
-LAST_VISIBLE = "last visible frame"  # the newest frame before the occlusion, copied
-
-
-def occlude(obs: Tensor, k: Tensor | int, end: int) -> Tensor:
-    """Frames [B, S, 3, H, W] with the k frames before index `end` blanked (k per row, or one k for all)."""
-    k = torch.as_tensor(k, device=obs.device).expand(obs.shape[0])
-    index = torch.arange(obs.shape[1], device=obs.device)
-    hidden = (index[None] < end) & (index[None] >= end - k[:, None])  # [B, S]
-    return torch.where(hidden[:, :, None, None, None], torch.full_like(obs, BLANK), obs)
-
-
-def draw_occlusions(batch: int, max_k: int, probability: float, rng: np.random.Generator) -> np.ndarray:
-    """Training occlusions: per row, k = 0 with probability 1 - p, else k uniform in 1..max_k."""
-    k = rng.integers(1, max_k + 1, size=batch)
-    return np.where(rng.random(batch) < probability, k, 0)
-
-
-def _mse(real: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Per-row MSE on the [0, 1] pixel scale (the rollout MSE's)."""
-    diff = real.astype(np.float64) / 255.0 - pred.astype(np.float64) / 255.0
-    return (diff ** 2).reshape(len(real), -1).mean(axis=1)
+CEILING = "ceiling: env (knows the cue)"
+FLOOR = "floor: newest frame only"
+MODEL = "model"
+INTACT, SWAPPED = "intact", "swapped"  # the context shows the start's cue, or the next cue
 
 
 @torch.no_grad()
@@ -63,37 +51,105 @@ def predict_occluded(world_model: Any, context: Tensor, act: Tensor, num_steps: 
                                     state=state)
 
 
-def memory_probe(world_model: Any, episodes: Iterable[Any], *, occlusions: Sequence[int], context: int,
-                 starts: int, num_steps: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """One-step error of the frame after `context` real frames whose last k are occluded, for each k.
+def _mse(real: np.ndarray, pred: np.ndarray, region: tuple[slice, ...] = ()) -> np.ndarray:
+    """Per-row MSE on the [0, 1] pixel scale over `region` (rows, columns) of [N, 3, H, W] frames."""
+    index = (slice(None), slice(None), *region)
+    diff = (real.astype(np.float64)[index] - pred.astype(np.float64)[index]) / 255.0
+    return (diff ** 2).reshape(len(real), -1).mean(axis=1)
 
-    The same starts and the same noise for every k and setting. Returns one row per (setting, k): setting
-    ('model', EMULATOR, LAST_VISIBLE), k, n_starts, mse and its Student-t 95 % CI over starts.
-    LAST_VISIBLE at k = context has no visible frame: its row is left out."""
-    L = world_model.num_history
-    if context < L or not occlusions or min(occlusions) < 0 or max(occlusions) > context:
-        raise ValueError(f"need context >= L = {L} and every k in 0..context ({context}); got {list(occlusions)}.")
-    trajs = join_life_losses(episodes)
-    chosen = pick_starts(trajs, starts, context, 1, seed)
-    real, actions = _windows(trajs, chosen, context, 1)  # [N, C + 1] frames, [N, C] actions
+
+def probe_windows(env: DelayedCueEnv, cues: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 contexts [N, C, 3, H, W] (the C frames before the answer of episode (cue, k)) and answers [N, 3, H, W]."""
+    C = env.cue_frames
+    episodes = np.stack([env.episode(int(c), k) for c in cues])
+    return episodes[:, k : k + C], episodes[:, C + k]
+
+
+def cue_probe(world_model: Any, env: DelayedCueEnv, *, occlusions: Sequence[int], starts: int,
+              num_steps: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """Per-start errors: one row per (setting, context, k, start) with cue, region_mse, frame_mse, swap_mse.
+
+    Settings MODEL, CEILING and FLOOR; context INTACT, or SWAPPED (every context frame from the episode of the
+    next cue, the answer still the start's) for the model and the floor."""
+    C, A = env.cue_frames, env.num_actions
+    if not occlusions or min(occlusions) < 0 or max(occlusions) > min(C, env.max_delay):
+        raise ValueError(f"every probed k must be in 0..{min(C, env.max_delay)} (cue_frames, max_delay); "
+                         f"got {list(occlusions)}.")
+    rng = np.random.default_rng(seed)
+    cues, actions = rng.integers(A, size=starts), rng.integers(A, size=(starts, C))
+    region = env.answer_region
     device = _device(world_model)
-    ctx = to_float(torch.as_tensor(real[:, :context], device=device))
     act = torch.as_tensor(actions, device=device)
-    target = real[:, context]
     generator = torch.Generator(device=device).manual_seed(seed)
     noise_state = generator.get_state()
     world_model.eval()
-    per_k: dict[str, list[np.ndarray]] = {"model": [], EMULATOR: [], LAST_VISIBLE: []}
-    for k in occlusions:
-        generator.set_state(noise_state)
-        pred = predict_occluded(world_model, occlude(ctx, k, context), act, num_steps, generator)
-        per_k["model"].append(_mse(target, to_uint8(pred).cpu().numpy()))
-        per_k[EMULATOR].append(_mse(target, target))
-        per_k[LAST_VISIBLE].append(_mse(target, real[:, context - 1 - k]) if k < context else None)
+    answers = {c: env.answer(CUE_COLOURS[c]) for c in range(A)}
+    swap_mse = _mse(np.stack([answers[int(c)] for c in cues]), np.stack([answers[(int(c) + 1) % A] for c in cues]),
+                    region)
     rows = []
-    for setting, values in per_k.items():
-        kept = [(k, v) for k, v in zip(occlusions, values) if v is not None]
-        mean, low, high = mean_and_ci(np.stack([v for _, v in kept], axis=1))
-        rows += [{"setting": setting, "k": int(k), "n_starts": len(real), "mse": m, "mse_ci_low": lo,
-                  "mse_ci_high": hi} for (k, _), m, lo, hi in zip(kept, mean, low, high)]
-    return pd.DataFrame(rows)
+    for k in occlusions:
+        context, target = probe_windows(env, cues, k)
+        contexts = {INTACT: context, SWAPPED: probe_windows(env, (cues + 1) % A, k)[0]}
+        for name, frames in contexts.items():
+            generator.set_state(noise_state)
+            pred = to_uint8(predict_occluded(world_model, to_float(torch.as_tensor(frames, device=device)), act,
+                                             num_steps, generator)).cpu().numpy()
+            seen = [env.read_cue(f) for f in frames[:, -1]]  # the floor's only input: the newest frame
+            floor = np.stack([answers[c] if c is not None else env.answer(env.mean_colour) for c in seen])
+            preds = {MODEL: pred, FLOOR: floor, **({CEILING: target} if name == INTACT else {})}
+            for setting, p in preds.items():
+                rows.append(pd.DataFrame({"setting": setting, "context": name, "k": int(k), "start": np.arange(starts),
+                                          "cue": cues, "region_mse": _mse(target, p, region),
+                                          "frame_mse": _mse(target, p), "swap_mse": swap_mse}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def _per_seed_start(table: pd.DataFrame, column: str) -> pd.DataFrame:
+    """A probe column as [seed × start] rows and k columns (one seed when the table has no `seed`)."""
+    table = table if "seed" in table else table.assign(seed=0)
+    return table.pivot_table(index=["seed", "start"], columns="k", values=column, sort=True)
+
+
+def ratio_ci(num: np.ndarray, den: np.ndarray, *, boot: int = 2000, seed: int = 0,
+             confidence: float = 0.95) -> tuple[float, float, float]:
+    """mean(num) / mean(den) over [seeds, starts] arrays, with a hierarchical bootstrap CI: seeds drawn with
+    replacement, then starts within each drawn seed (one seed: starts only). NaN where mean(den) <= 0."""
+    point = num.mean() / den.mean() if den.mean() > 0 else np.nan
+    rng = np.random.default_rng(seed)
+    s, n = num.shape
+    pick_s = rng.integers(s, size=(boot, s))[:, :, None]
+    pick_n = rng.integers(n, size=(boot, s, n))
+    ratios = num[pick_s, pick_n].mean(axis=(1, 2)) / den[pick_s, pick_n].mean(axis=(1, 2))
+    low, high = np.nanpercentile(ratios, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return float(point), (float(low) if np.isfinite(point) else np.nan), (float(high) if np.isfinite(point) else np.nan)
+
+
+def _grid(table: pd.DataFrame, setting: str, column: str, context: str = INTACT) -> dict[int, np.ndarray]:
+    """{k: [seeds, starts]} of one setting's column."""
+    wide = _per_seed_start(table[(table["setting"] == setting) & (table["context"] == context)], column)
+    seeds = wide.index.get_level_values("seed").nunique()
+    return {int(k): wide[k].to_numpy().reshape(seeds, -1) for k in wide.columns}
+
+
+def kept_fraction(table: pd.DataFrame, setting: str) -> pd.DataFrame:
+    """Rows (k, value, ci_low, ci_high): (blind - region error at k) / (blind - region error at 0), blind the
+    floor's error at the largest k; probe tables of several seeds (a `seed` column) are pooled."""
+    err, floor = _grid(table, setting, "region_mse"), _grid(table, FLOOR, "region_mse")
+    blind = floor[max(floor)]
+    return pd.DataFrame([{"k": k, **dict(zip(("value", "ci_low", "ci_high"), ratio_ci(blind - e, blind - err[0])))}
+                         for k, e in err.items()])
+
+
+def context_use(table: pd.DataFrame, setting: str) -> pd.DataFrame:
+    """Rows (k, value, ci_low, ci_high): (region error, context swapped - intact) / the two cues' answer distance."""
+    intact, swapped = _grid(table, setting, "region_mse"), _grid(table, setting, "region_mse", SWAPPED)
+    distance = _grid(table, setting, "swap_mse")
+    return pd.DataFrame([{"k": k, **dict(zip(("value", "ci_low", "ci_high"),
+                                             ratio_ci(swapped[k] - intact[k], distance[k])))} for k in intact])
+
+
+def mean_error(table: pd.DataFrame, setting: str, column: str = "region_mse") -> pd.DataFrame:
+    """Rows (k, value, ci_low, ci_high): a column's mean over seeds and starts (hierarchical bootstrap CI)."""
+    err = _grid(table, setting, column)
+    return pd.DataFrame([{"k": k, **dict(zip(("value", "ci_low", "ci_high"), ratio_ci(e, np.ones_like(e))))}
+                         for k, e in err.items()])

@@ -1,5 +1,6 @@
-"""Report of ablation_memory: the memory probe (error of the frame after k occluded context frames) for each
-memory mechanism, beside the usual open-loop per-step error and drift, and what each model costs."""
+"""Report of ablation_memory: the fraction of a hidden cue's information each memory mechanism keeps after k
+frames (evaluation/memory.py), between the probe's ceiling and floor, how much each model uses its context, and
+whether each beats copying the last frame before its memory is judged."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from evaluation import plots
-from evaluation.memory import EMULATOR, LAST_VISIBLE
-from evaluation.wm_protocol import COPY_SETTING, REAL_SETTING
+from evaluation.memory import CEILING, FLOOR, MODEL, context_use, kept_fraction, mean_error
+from evaluation.wm_protocol import COPY_SETTING
 from reports.builder import Report
 from reports.common import ReportContext, format_ci, profile_banner, read_result
 from slurm.launcher import RunSpec
@@ -20,81 +21,82 @@ def _finished(models: Sequence[RunSpec]) -> list[tuple[RunSpec, dict]]:
     return [(s, read_result(s.run_dir)) for s in models if (s.run_dir / "result.json").is_file()]
 
 
-def probe_curves(done: Sequence[tuple[RunSpec, dict]], labels: Mapping[str, str]) -> pd.DataFrame:
-    """Tidy probe rows (setting, k, value, CI) of every model, and the references once (from the first run)."""
-    tables = []
-    for i, (spec, result) in enumerate(done):
-        probe = pd.read_csv(spec.run_dir / result["probe_file"])
-        label = f"{labels[spec.group]} s{result['seed']}"
-        keep = probe["setting"].eq("model") | (i == 0)
-        tables.append(probe[keep].assign(setting=probe["setting"].where(~probe["setting"].eq("model"), label)))
-    curves = pd.concat(tables, ignore_index=True)
-    return curves.rename(columns={"mse": "value", "mse_ci_low": "ci_low", "mse_ci_high": "ci_high"})
+def pooled_probes(done: Sequence[tuple[RunSpec, dict]], labels: Mapping[str, str]) -> dict[str, pd.DataFrame]:
+    """{arm label: its seeds' probe rows, a `seed` column added}, in the order of `labels`."""
+    tables: dict[str, list[pd.DataFrame]] = {}
+    for spec, result in done:
+        probe = pd.read_csv(spec.run_dir / result["probe_file"]).assign(seed=result["seed"])
+        tables.setdefault(spec.group, []).append(probe)
+    return {labels[g]: pd.concat(tables[g], ignore_index=True) for g in labels if g in tables}
 
 
-def first_failure(curves: pd.DataFrame, setting: str, floor: float) -> int | None:
-    """The smallest k whose CI reaches up to the setting's own blind floor (its error with every context frame
-    hidden): from there on the model is not told apart from seeing nothing. Below the floor is where it recalls,
-    so the CI's upper end is the one that reaches it (the lower end of any model that starts below its floor
-    is below it already at k = 0)."""
-    rows = curves[curves["setting"] == setting].sort_values("k")
-    reached = rows[rows["ci_high"] >= floor]
-    return int(reached["k"].iloc[0]) if len(reached) else None
+def curves(probes: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Tidy rows (setting, metric, k, value, ci_low, ci_high): information kept and answer-block MSE of every arm
+    (seeds pooled), then the ceiling and the floor (model-free: read from the first arm's probe)."""
+    first = next(iter(probes.values()))
+    rows = []
+    for name, table, setting in [*((n, t, MODEL) for n, t in probes.items()), (CEILING, first, CEILING),
+                                 (FLOOR, first, FLOOR)]:
+        if setting != MODEL:
+            table = table[table["seed"] == table["seed"].iloc[0]]
+        rows.append(kept_fraction(table, setting).assign(setting=name, metric="information kept"))
+        rows.append(mean_error(table, setting).assign(setting=name, metric="answer-block MSE"))
+    return pd.concat(rows, ignore_index=True)
+
+
+def _cells(df: pd.DataFrame, fmt: str) -> pd.DataFrame:
+    """k rows, one column per setting, `value [low, high]` cells."""
+    cells = df.assign(cell=[format_ci(v, lo, hi, fmt) for v, lo, hi in zip(df["value"], df["ci_low"], df["ci_high"])])
+    return cells.pivot(index="k", columns="setting", values="cell")[list(pd.unique(df["setting"]))].reset_index()
 
 
 def build_memory_report(ctx: ReportContext, models: Sequence[RunSpec], labels: Mapping[str, str],
-                        occlusions: Sequence[int], context: int) -> tuple[Path, Path]:
-    """The probe table and figure, per-step error and drift, and costs, from the finished model runs."""
+                        context: int) -> tuple[Path, Path]:
+    """Information kept, answer-block error, context use, error against copying, and costs, from finished runs."""
     done = _finished(models)
     if not done:
         raise FileNotFoundError(f"no finished model run under {ctx.runs_dir}; run the suite first.")
     out = ctx.out_dir
-    report = Report("Memory probe: frame stack, cross-attention and a recurrent-memory world model", out)
+    report = Report("Memory probe: what a world model keeps of a cue it no longer sees", out)
     banner = profile_banner(ctx.profile)
     if banner:
         report.banner(banner)
+    seeds = sorted({r["seed"] for _, r in done})
     report.paragraph(
-        f"Each model predicts the frame after {context} real held-out frames whose last k are occluded (blanked to "
-        "mid-grey, actions kept; evaluation/memory.py). All were trained on the same static Breakout expert data "
-        "with such occlusions. The emulator is the ceiling (its recorded next frame: error 0); a frame-stack model "
-        f"of L frames sees only blanks once k >= L, so its error there is its blind floor. k = {max(occlusions)} "
-        "hides every context frame: each model's own blind floor. MSE on the [0, 1] pixel scale, one denoising "
-        "step, 95 % Student-t CI over starts.")
-    curves = probe_curves(done, labels)
-    table = curves.pivot_table(index="k", columns="setting", values="value", sort=False)
-    cells = curves.assign(cell=[format_ci(v, lo, hi, "{:.4f}") for v, lo, hi in
-                                zip(curves["value"], curves["ci_low"], curves["ci_high"])])
-    report.heading("Error against k")
-    report.table(cells.pivot(index="k", columns="setting", values="cell").reset_index(), "probe",
-                 caption=f"MSE of the frame after {context} frames, the last k occluded [95 % CI].")
-    report.figure(plots.plot_error_vs_horizon(curves.assign(metric="MSE"), out / "figures" / "probe.png", x="k"),
-                  caption="Probe MSE against the number k of occluded frames (band: 95 % CI over starts).")
+        f"The delayed-cue game (diamond/memory_game.py): a cue shown for {context} frames, hidden for k frames, then "
+        "an answer block in the cue's colour. Each model predicts the answer from the "
+        f"{context} frames before it ({context} - k show the cue) and is scored on the answer block, the only pixels "
+        "that need the past. Information kept at k = (blind - error at k) / (blind - error at 0), blind being the "
+        f"floor's error with no cue in sight (k = {context}). Ceiling: the env, which knows the cue (1 at every k). "
+        "Floor: a model that sees only its newest frame (0 from k = 1). All models trained on the same data, where "
+        f"every k in 0..{context} occurs; one denoising step; seeds {seeds} pooled; 95 % hierarchical bootstrap CI "
+        "(seeds, then starts within each seed).")
+    probes = pooled_probes(done, labels)
+    tidy = curves(probes)
+    kept = tidy[tidy["metric"] == "information kept"]
+    report.heading("Information kept against k")
+    report.table(_cells(kept, "{:.2f}"), "kept", caption="Fraction of the cue's information kept after k hidden "
+                 "frames [95 % CI]; – where a model is no better than blind even at k = 0.")
+    report.figure(plots.plot_error_vs_horizon(tidy, out / "figures" / "probe.png", x="k"),
+                  caption="Information kept and answer-block MSE against k (band: 95 % CI).")
+    report.table(_cells(tidy[tidy["metric"] == "answer-block MSE"], "{:.4f}"), "answer_error",
+                 caption="MSE on the answer block ([0, 1] pixel scale) [95 % CI].")
+    report.heading("Context use: the same context showing another cue")
+    use = pd.concat([context_use(t, MODEL).assign(setting=n) for n, t in probes.items()], ignore_index=True)
+    report.table(_cells(use, "{:.2f}"), "context_use",
+                 caption="(answer-block error with the context's cue swapped for the next cue - with the true cue) / "
+                         "the two answers' distance: 1, the answer follows the cue in the context; 0, it ignores it.")
+    report.paragraph(_context_sentence(use, labels.get("cross_attention"), 8))
+    report.heading("Unoccluded one-step error against copying the last frame")
     rows = []
-    for setting in [c for c in table.columns if c not in (EMULATOR, LAST_VISIBLE)]:
-        floor = float(table[setting].iloc[-1])
-        rows.append({"model": setting, "MSE k=0": float(table[setting].iloc[0]), "blind floor": floor,
-                     "first k at its floor": first_failure(curves, setting, floor)})
-    report.table(pd.DataFrame(rows), "failure", caption="Where each model's probe error reaches its blind floor "
-                 "(the first k whose CI's upper end reaches its error with every frame hidden; empty: never).")
-    report.heading("Per-step error and drift (open loop, real actions, no occlusion)")
-    err_rows, tidy = [], []
     for spec, result in done:
-        label = f"{labels[spec.group]} s{result['seed']}"
-        errors = pd.read_csv(spec.run_dir / result["rollouts"]["errors_file"])
-        model = errors[~errors["setting"].isin([COPY_SETTING, REAL_SETTING])]
-        tidy.append(model.assign(setting=label))
-        for step, values in result["rollouts"]["error_at"][model["setting"].iloc[0]].items():
-            err_rows.append({"model": label, "step": int(step), **values})
-        if spec is done[0][0]:
-            tidy.append(errors[errors["setting"] == COPY_SETTING])
-    report.table(pd.DataFrame(err_rows), "rollout_error",
-                 caption="MSE and PSNR against the real continuation; nn_mse: distance to the nearest real frame, "
-                         "static_mse: error on never-changing pixels (evaluation/drift.py).")
-    steps = pd.concat(tidy, ignore_index=True).rename(columns={"mse": "value", "mse_ci_low": "ci_low",
-                                                               "mse_ci_high": "ci_high"})
-    report.figure(plots.plot_error_vs_horizon(steps.assign(metric="MSE"), out / "figures" / "rollout_error.png",
-                                              logx=True),
-                  caption="Open-loop MSE per step (band: 95 % CI over rollouts).")
+        at = result["rollouts"]["error_at"]
+        model = next(s for s in at if s.startswith("n="))
+        mse, copy = at[model]["1"]["mse"], at[COPY_SETTING]["1"]["mse"]
+        rows.append({"model": f"{labels[spec.group]} s{result['seed']}", "updates": result["train_steps"],
+                     "MSE step 1": mse, "copy last frame": copy, "beats copy": mse < copy})
+    report.table(pd.DataFrame(rows), "vs_copy", caption="Open loop from real held-out contexts, real actions, no "
+                 "hidden frame: a model's memory means something only once it beats copying the last frame.")
     report.heading("Models and cost")
     report.table(pd.DataFrame([{
         "model": f"{labels[s.group]} s{r['seed']}", "factory": r["factory"], "history": r["history"],
@@ -104,3 +106,17 @@ def build_memory_report(ctx: ReportContext, models: Sequence[RunSpec], labels: M
         "test loss": r["test_loss"]} for s, r in done]), "models",
         caption="Same U-Net, data, batch and updates; times measured on the run's device.")
     return report.write()
+
+
+def _context_sentence(use: pd.DataFrame, label: str | None, window: int) -> str:
+    """Whether cross-attention's answer follows the cue in its context while the cue is in its window but not in
+    its newest frame (0 < k < L): the measurement issue 30 asks for."""
+    if label is None or label not in set(use["setting"]):
+        return "No cross-attention model finished."
+    rows = use[(use["setting"] == label) & use["k"].between(1, window - 1)]
+    used = rows[rows["ci_low"] > 0]["k"].tolist()
+    values = ", ".join(f"k = {k}: {v:.2f}" for k, v in zip(rows["k"], rows["value"]))
+    verdict = (f"its answer follows the cue in its context at k = {used}" if used else
+               "its answer does not follow the cue in its context at any such k (every CI reaches 0): it does not "
+               "use its older frames")
+    return f"Cross-attention with the cue in its window but not in its newest frame ({values}): {verdict}."

@@ -1,25 +1,39 @@
-"""reports/memory.py: where each model's probe error reaches its blind floor (issue 30, item 1)."""
+"""reports/memory.py: seeds pooled per arm, the ceiling and floor rows, and the sentence on cross-attention's use
+of its context (issue 30, items 2 and 3)."""
 
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
-from reports.memory import first_failure
-
-# The frame-stack column of the committed cpu result (docs/results/ablation_memory-cpu/tables/probe.csv):
-# below its floor up to k = 2, at it from k = 4 on (a frame stack of L = 4 sees only blanks there).
-FRAME_STACK = [(0, 0.0015, 0.0015, 0.0016), (1, 0.0020, 0.0019, 0.0021), (2, 0.0027, 0.0025, 0.0029),
-               (4, 0.0087, 0.0082, 0.0093), (8, 0.0087, 0.0082, 0.0093), (16, 0.0087, 0.0082, 0.0093)]
-
-
-def _curves(rows: list[tuple[int, float, float, float]], setting: str = "model") -> pd.DataFrame:
-    return pd.DataFrame([{"setting": setting, "k": k, "value": v, "ci_low": lo, "ci_high": hi}
-                         for k, v, lo, hi in rows])
+from diamond.memory_game import DelayedCueEnv
+from evaluation.memory import CEILING, FLOOR, MODEL, context_use, cue_probe
+from reports.memory import _context_sentence, curves
+from tests.test_memory_probe import C, KS, ScriptedMemory
 
 
-def test_first_failure_is_where_the_ci_reaches_up_to_the_floor() -> None:
-    """A model below its floor at k = 0 has not failed there: it fails where its CI's upper end reaches the floor."""
-    curves = pd.concat([_curves(FRAME_STACK[::-1]), _curves([(0, 0.5, 0.4, 0.6)], "other")])
-    assert first_failure(curves, "model", floor=0.0087) == 4
-    assert first_failure(curves, "model", floor=0.01) is None, "a CI that never reaches the floor: never"
-    assert first_failure(curves, "model", floor=0.0010) == 0, "a model at its floor from the start"
+def _probes() -> dict[str, pd.DataFrame]:
+    env = DelayedCueEnv(num_actions=3, size=32, cue_frames=C)
+    tables = {}
+    for name, window in (("window 4", 4), ("window 1", 1)):
+        seeds = [cue_probe(ScriptedMemory(env, window), env, occlusions=KS, starts=6, seed=0).assign(seed=s)
+                 for s in (0, 1, 2)]
+        tables[name] = pd.concat(seeds, ignore_index=True)
+    return tables
+
+
+def test_curves_pool_seeds_and_add_the_ceiling_and_the_floor_once() -> None:
+    tidy = curves(_probes())
+    kept = tidy[tidy["metric"] == "information kept"].set_index(["setting", "k"])["value"]
+    assert list(pd.unique(tidy["setting"])) == ["window 4", "window 1", CEILING, FLOOR]
+    assert kept["window 4"].to_dict() == pytest.approx({0: 1, 1: 1, 3: 1, 4: 0, 6: 0, 8: 0})
+    assert kept["window 1"].to_dict() == kept[FLOOR].to_dict() == pytest.approx({k: float(k == 0) for k in KS})
+    assert kept[CEILING].to_dict() == pytest.approx({k: 1.0 for k in KS})
+
+
+def test_the_context_sentence_says_whether_cross_attention_follows_its_context() -> None:
+    probes = _probes()
+    use = pd.concat([context_use(t, MODEL).assign(setting=n) for n, t in probes.items()], ignore_index=True)
+    assert "at k = [1, 3]" in _context_sentence(use, "window 4", 8)
+    assert "does not use its older frames" in _context_sentence(use, "window 1", 8)
+    assert _context_sentence(use, None, 8) == "No cross-attention model finished."
