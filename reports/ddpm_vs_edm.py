@@ -18,8 +18,8 @@ from evaluation import plots
 from evaluation.wm_protocol import COPY_SETTING, REAL_SETTING, error_table_times
 from reports.builder import Report
 from reports.decision import decision_section
-from reports.ddpm_vs_edm_text import (DRIFT, DRIFT_LABELS, SHORT_HORIZON, at_times, last_steps, mean_curves,
-                                      short_horizon, summary_text)
+from reports.ddpm_vs_edm_text import (CLIPPED, DRIFT, DRIFT_LABELS, SHORT_HORIZON, at_times, last_steps,
+                                      mean_curves, short_horizon, summary_text)
 from reports.ddpm_vs_edm_cause import drift_cause_section
 from reports.common import (ReportContext, completion_banner, flatten, format_hours, profile_banner,
                             read_config, read_result)
@@ -63,10 +63,11 @@ def load_errors(arms: Sequence[ArmRuns], results: dict[str, dict[str, Any]]) -> 
 
 
 def rollout_grid(arms: Sequence[ArmRuns], results: dict[str, dict[str, Any]], path: Path,
-                 max_time: int | None = None) -> tuple[Path, bool]:
+                 max_time: int | None = None) -> tuple[Path, bool, int]:
     """Figure 3: rows real, then each arm × n (decreasing n), columns = time; rollout 0 of each arm's first seed.
     With `max_time`: columns up to it, every n; without: every column, the n rolled out that far. Returns the
-    figure and whether every run started from the same real context."""
+    figure, whether every run started from the same real context, and the time of the last column (the kept
+    times are log-spaced: a grid up to t = 120 ends at t = 100)."""
     rows: dict[str, np.ndarray] = {}
     times: list[int] = []
     starts = []
@@ -85,8 +86,8 @@ def rollout_grid(arms: Sequence[ArmRuns], results: dict[str, dict[str, Any]], pa
                 if len(kept) >= len(times):
                     rows[f"{arm.label} n={n}"] = kept[: len(times)]
     same_start = all(np.array_equal(s, starts[0]) for s in starts)
-    return plots.plot_rollout_grid(rows, list(range(len(times))), path, time_labels=[f"t={t}" for t in times]), \
-        same_start
+    grid = plots.plot_rollout_grid(rows, list(range(len(times))), path, time_labels=[f"t={t}" for t in times])
+    return grid, same_start, times[-1]
 
 
 def _tidy(curves: pd.DataFrame, measure: str) -> pd.DataFrame:
@@ -95,8 +96,9 @@ def _tidy(curves: pd.DataFrame, measure: str) -> pd.DataFrame:
 
 
 def curve_figures(curves: pd.DataFrame, measure: str, name: str, out: Path, per_figure: int = 3) -> list[Path]:
-    """`measure` vs step, log x: panels per n (arms + baselines; at most `per_figure` panels per figure, so they
-    stay legible on a page), then one figure with a panel per arm (every n + baselines)."""
+    """`measure` vs step, log x and log y (DDPM's errors near 0.4 would flatten every EDM curve on a linear axis):
+    panels per n (arms + baselines; at most `per_figure` panels per figure, so they stay legible on a page), then
+    one figure with a panel per arm (every n + baselines)."""
     tidy = _tidy(curves, measure)
     is_base = tidy["arm"].isin([COPY_SETTING, REAL_SETTING])
     base, models = tidy[is_base], tidy[~is_base]
@@ -111,11 +113,12 @@ def curve_figures(curves: pd.DataFrame, measure: str, name: str, out: Path, per_
         tidy_n = pd.concat([part.assign(metric=[f"{label}, n={n}" for n in part["num_steps"]], setting=part["arm"])]
                            + [base.assign(metric=f"{label}, n={n}", setting=base["arm"]) for n in chunk],
                            ignore_index=True)
-        paths.append(plots.plot_error_vs_horizon(tidy_n, out / f"{name}_per_n_{i // per_figure + 1}.png", logx=True))
+        paths.append(plots.plot_error_vs_horizon(tidy_n, out / f"{name}_per_n_{i // per_figure + 1}.png", logx=True,
+                                                 logy=True))
     per_arm = pd.concat([models.assign(metric=[f"{label}, {a}" for a in models["arm"]],
                                        setting=[f"n={n}" for n in models["num_steps"]])]
                         + [base.assign(metric=f"{label}, {a}", setting=base["arm"]) for a in arms], ignore_index=True)
-    paths.append(plots.plot_error_vs_horizon(per_arm, out / f"{name}_per_arm.png", logx=True))
+    paths.append(plots.plot_error_vs_horizon(per_arm, out / f"{name}_per_arm.png", logx=True, logy=True))
     return paths
 
 
@@ -215,12 +218,13 @@ def build_report(ctx: ReportContext, dataset: RunSpec, judges: RunSpec, arms: Se
                      "each n starts from the same noise stream.")
 
     report.heading("Imagined trajectories (Figure 3)")
-    grids = [(None, f"to t = {longest}, the n rolled out that far")]
+    grids = [(None, "the n rolled out that far")]
     if horizon < longest:
-        grids.append((horizon, f"to t = {horizon}, every n"))
-    for i, (max_time, what) in enumerate(grids):
-        grid, same_start = rollout_grid(arms, results, out / "figures" / f"rollout_grid_{i + 1}.png", max_time)
-        report.figure(grid, caption=f"Imagined frames {what}. Row 'real': the real continuation; other rows: arm × n "
+        grids.append((horizon, f"every n (all are rolled out to t = {horizon})"))
+    for i, (max_time, which) in enumerate(grids):
+        grid, same_start, last = rollout_grid(arms, results, out / "figures" / f"rollout_grid_{i + 1}.png", max_time)
+        report.figure(grid, caption=f"Imagined frames to t = {last}, {which}. Row 'real': the real continuation; "
+                      "other rows: arm × n "
                       "(rollout 0 of seed 0). t = 0 is the common last real frame."
                       + ("" if same_start else " Warning: the runs started from different contexts."))
 
@@ -228,7 +232,7 @@ def build_report(ctx: ReportContext, dataset: RunSpec, judges: RunSpec, arms: Se
     for path in curve_figures(curves, "mse", "error_vs_horizon", out / "figures"):
         report.figure(path, caption="MSE (pixels in [0, 1]) between imagined and real frames per step, mean over "
                       "seeds (band: union of the seeds' 95 % CIs over rollouts); the copy baseline repeats the last "
-                      "real frame.")
+                      "real frame. Log-log axes. " + CLIPPED)
     report.table(short_horizon(curves, order), "short_horizon", caption=f"Mean MSE over t = 1..{SHORT_HORIZON}, "
                  "where the real continuation is still the right answer: a model that has learned the dynamics beats "
                  "copying the last real frame.", float_fmt="{:.4g}")
@@ -243,18 +247,18 @@ def build_report(ctx: ReportContext, dataset: RunSpec, judges: RunSpec, arms: Se
                          "real continuation gives the floor.")
         for path in curve_figures(curves, DRIFT, "drift", out / "figures"):
             report.figure(path, caption=f"{DRIFT_LABELS[DRIFT].capitalize()} per step, mean over seeds (band: "
-                          "union of the seeds' 95 % CIs over rollouts).")
+                          "union of the seeds' 95 % CIs over rollouts). Log-log axes. " + CLIPPED)
 
     report.heading(f"Error and drift at t = {', '.join(map(str, times))}")  # the wide tables, on landscape pages
     report.table(at_times(curves, "mse", times, order), "error_at_t", caption="Error against the real "
                  "continuation (MSE), mean over seeds [union of the seeds' 95 % CIs over rollouts]; '–': not rolled "
                  "out that far. Once an imagined ball takes another path than the "
                  "real one this error measures the game's chaos as much as the model; the drift does not need the "
-                 "real continuation.")
+                 "real continuation. " + CLIPPED)
     for measure in drift:
         report.table(at_times(curves, measure, times, order), f"drift_{measure}",
                      caption=f"Drift: {DRIFT_LABELS[measure]} (MSE), mean over seeds [union of the seeds' 95 % CIs "
-                     "over rollouts].")
+                     "over rollouts]. " + CLIPPED)
     drift_cause_section(report, out / "figures", arms, results, causes, curves, horizon, offset_pair)
 
     report.heading("Clip metrics (Table 6 protocol)")

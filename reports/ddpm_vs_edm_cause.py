@@ -25,7 +25,7 @@ from diamond.diffusion.paradigms import c_out, c_skip, effective_sigma
 from evaluation import plots
 from reports.builder import Report
 from reports.common import flatten, format_ci, read_config
-from reports.ddpm_vs_edm_text import DRIFT, DRIFT_LABELS, Estimate, estimate, reached
+from reports.ddpm_vs_edm_text import DRIFT, DRIFT_LABELS, Estimate, clip_at_zero, estimate, reached
 
 BASE_STEPS = (1, 2)  # n = 2 is n = 1 plus one denoiser call at sigma_min
 
@@ -60,8 +60,9 @@ def variant_curves(arms: Sequence[Any], causes: Causes) -> pd.DataFrame:
                 tables.append(pd.read_csv(run_dir / r["variants_file"]).assign(arm=arm.label))
     if not tables:
         return pd.DataFrame(columns=["arm", "setting", "num_steps", "step", "value", "ci_low", "ci_high"])
-    return _over_seeds(pd.concat(tables, ignore_index=True), ["arm", "setting", "num_steps", "step"], DRIFT,
-                       f"{DRIFT}_ci_low", f"{DRIFT}_ci_high")
+    curves = _over_seeds(pd.concat(tables, ignore_index=True), ["arm", "setting", "num_steps", "step"], DRIFT,
+                         f"{DRIFT}_ci_low", f"{DRIFT}_ci_high")
+    return clip_at_zero(curves, ["ci_low"])
 
 
 def _config(arm: Any, results: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -16,19 +16,29 @@ from reports.common import format_ci
 SHORT_HORIZON = 5  # "short-horizon error": mean over t = 1..5, where a model must beat copying the last frame
 DRIFT = "nn_mse"  # the drift measure the finding is read from (evaluation/drift.py)
 DRIFT_LABELS = {"nn_mse": "distance to the nearest real frame", "static_mse": "error on never-changing pixels"}
+CLIPPED = ("Intervals of these squared errors have their lower end clipped at 0: a Student-t interval over rollouts "
+           "can reach below 0, the error cannot.")
+
+
+def clip_at_zero(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """`columns` (lower ends of intervals of non-negative quantities) clipped at 0 (CLIPPED)."""
+    present = [c for c in columns if c in table]
+    return table.assign(**{c: table[c].clip(lower=0.0) for c in present})
 
 
 def mean_curves(errors: pd.DataFrame) -> pd.DataFrame:
     """Per (arm, n, step): the mean over seeds of each seed's mean over rollouts, and as its interval the union of
     the seeds' 95 % CIs over rollouts (lowest low, highest high; one seed: its own CI). Two such intervals that do
     not overlap (Estimate.above) say that every seed of one arm is above every seed of the other, each beyond its
-    own rollouts' spread: the between-seed spread enters every test of the report."""
+    own rollouts' spread: the between-seed spread enters every test of the report. The squared errors' lower ends
+    are clipped at 0 (CLIPPED)."""
     measures = [m for m in ("mse", "psnr", *DRIFT_LABELS) if m in errors]
     agg: dict[str, str] = {m: "mean" for m in measures}
     for m in measures:
         if m != "psnr" and f"{m}_ci_low" in errors:
             agg.update({f"{m}_ci_low": "min", f"{m}_ci_high": "max"})
-    return errors.groupby(["arm", "num_steps", "nfe", "step"], as_index=False, sort=False).agg(agg)
+    curves = errors.groupby(["arm", "num_steps", "nfe", "step"], as_index=False, sort=False).agg(agg)
+    return clip_at_zero(curves, [f"{m}_ci_low" for m in measures if m != "psnr"])
 
 
 def last_steps(curves: pd.DataFrame) -> dict[tuple[str, int], int]:

@@ -49,19 +49,28 @@ def decision_table(runs: Sequence[tuple[str, dict[str, Any]]], shown: Sequence[s
 
 
 def pooled_by_arm(runs: Sequence[tuple[str, dict[str, Any]]], arm_of: Mapping[str, str]) -> list[dict[str, Any]]:
-    """One row per arm and model setting: the arm's runs (seeds, same probes) pooled probe by probe (pooled_rows)."""
+    """One row per arm and model setting: the arm's runs (seeds, same probes) pooled probe by probe (pooled_rows),
+    with each run's own policy τ beside the pooled one (pooling can rank where no single model does)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for label, d in runs:
         groups.setdefault(arm_of[label], []).append(d)
     references = {r["setting"] for r in runs[0][1]["rows"][:3]}
-    return [{"arm": arm, "runs": len(ds), **pooled_rows(ds, setting)} for arm, ds in groups.items()
+    return [{"arm": arm, "runs": len(ds), **pooled_rows(ds, setting),
+             "policy_tau_per_run": [next(r for r in d["rows"] if r["setting"] == setting) for d in ds]}
+            for arm, ds in groups.items()
             for setting in [r["setting"] for r in ds[0]["rows"] if r["setting"] not in references]]
 
 
 def arm_table(pooled: Sequence[dict[str, Any]], shown: Sequence[str]) -> pd.DataFrame:
-    return pd.DataFrame([{"arm": r["arm"], "setting": r["setting"], "runs": r["runs"],
-                          **{METRICS[m]: format_ci(r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"]) for m in shown}}
-                         for r in pooled])
+    rows = []
+    for r in pooled:
+        row = {"arm": r["arm"], "setting": r["setting"], "runs": r["runs"],
+               **{METRICS[m]: format_ci(r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"]) for m in shown}}
+        if "policy_tau" in shown:
+            row["policy τ per run"] = "; ".join(format_ci(x["policy_tau"], x["policy_tau_ci_low"],
+                                                          x["policy_tau_ci_high"]) for x in r["policy_tau_per_run"])
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def arm_findings(pooled: Sequence[dict[str, Any]], references: Sequence[dict[str, Any]], reported: Sequence[str]
@@ -156,7 +165,8 @@ def decision_section(report: Report, runs: Sequence[tuple[str, dict[str, Any]]],
         pooled = pooled_by_arm(measured, arm_of)
         report.table(arm_table(pooled, shown), "decision_metrics_per_arm", caption="Decision metrics per "
                      "arm and n: each probe's numbers averaged over the arm's runs (seeds; every run uses the same "
-                     "probes and judges), then the metric [95 % bootstrap CI over probes].")
+                     "probes and judges), then the metric [95 % bootstrap CI over probes]; 'policy τ per run' gives "
+                     "each run's own τ (seed order), the pooled τ ranks the runs' mean returns.")
         if reported:
             report.paragraph(arm_findings(pooled, first["rows"][:3], reported))
     report.table(decision_table(measured, shown), "decision_metrics", caption="Decision metrics per model and n, "
