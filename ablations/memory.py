@@ -17,11 +17,13 @@ last frame (ablations.static_wm.evaluate: does the model beat copying before its
 
 Profiles: `cpu` (every model in one nice'd process on a shared 2-core CPU: the profile `cpu` U-Net
 [16, 16, 32, 32], batch 16, CPU_UPDATES updates each, one denoising step; the cross-attention encoder is small
-and attends at the 8x8 level only) and `smoke` (the pipeline in minutes). Measured on Breakout frames of the
-same size (a shorter run of the cpu networks, one thread, CPU seconds): per update, frame stack L = 4 0.47 s,
-cross-attention 1.06 s, recurrent 0.52 s; the 16-frame stack differs from the 4-frame one in its first
-convolution only. Projected for `python run_suite.py --suite ablation_memory --profile cpu` (3 seeds): about
-2.6 CPU-seconds per update for the four arms of one seed, 3 × 2.6 × CPU_UPDATES ≈ 2.2 CPU-hours at 1,000 updates.
+and attends at the 8x8 level only) and `smoke` (the pipeline in about a minute). CPU_UPDATES = 2,000: the Breakout
+models of Figure 3 needed about 2,400 to beat copying the last frame, and here copying is strong (only the bars
+move); the report's vs_copy table says whether each model got there. Measured (cpu networks on delayed-cue frames,
+one thread, CPU seconds per update from getrusage, nice'd on a shared 2-core machine): frame stack L = 4 0.30 s,
+L = 16 0.33 s, cross-attention 0.72 s, recurrent 0.32 s: 1.67 s for the four arms of one seed. Projected for
+`python run_suite.py --suite ablation_memory --profile cpu` (3 seeds): 3 × 1.67 × 2,000 ≈ 10,000 CPU-seconds
+(2.8 CPU-hours) of training, plus a few minutes of data, probe and per-step error.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ NAME = "ablation_memory"
 PROBE_CONTEXT = 16  # frames before the answer (the cue's frames); the recurrent model's 12 + 4
 OCCLUSIONS = (0, 1, 2, 4, 6, 8, 12, 16)  # k = 16: no context frame shows the cue, every model's blind point
 NUM_CUES = 3  # cue colours = actions
-CPU_UPDATES = 1000
+CPU_UPDATES = 2000
 PROBE_FILE = "memory_probe.csv"
 ARMS: dict[str, tuple[str, tuple[str, ...]]] = {  # key -> (label, overrides)
     "frame_stack": ("frame stack, L = 4", ("diffusion.history=frame_stack", "diffusion.num_history=4",
