@@ -41,7 +41,8 @@ Schedule choices, per profile (`PROFILE_SETTINGS`):
   starts to t = 1000 for n ∈ {1, 3} (4,000 calls) and to t = 120 for n ∈ {2, 5, 10} (2,040 calls), 16 clips
   per n; beside them one judges run trains R_ψ (1,000 updates) and the inverse-dynamics model once for all
   models. Stage 3 then rolls the four sampler variants to t = 120 (2,280 calls per EDM model) and scores the
-  decision metrics of every model at n ∈ {1, 3} (16 probes, 150-step policy rollouts) with the shared judges.
+  decision metrics of every model at n ∈ {1, 3} (16 probes, 150-step policy rollouts) with the shared judges, and
+  its object metrics (ablations/static_objects.py: 16 probes to t = 1000 at n ∈ {1, 3}).
   No FID/FVD/LPIPS: an Inception call costs ~0.5 s per frame on this CPU (measured), ~40 minutes per model
   for 32 clips × 5 n, and FID from a few hundred frames is strongly biased anyway; the drift measures
   (evaluation/drift.py) stand in for it. The dataset is 50k frames (~50 s to collect), enough for 15 full
@@ -58,6 +59,7 @@ from pathlib import Path
 
 from ablations.registry import Suite, SuiteOptions
 from ablations.static_decision import decision_protocol
+from ablations.static_objects import object_protocol
 from ablations.static_data import dataset_dir
 from slurm.launcher import RunSpec
 
@@ -230,7 +232,8 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
     ]
     judges = judges_spec(opts, data_dir)
     decisions = [decision_spec(opts, m, judges) for m in models]
-    return [[dataset], [*models, judges], [*causes, *decisions]]
+    objects = [objects_spec(opts, m) for m in models]
+    return [[dataset], [*models, judges], [*causes, *decisions, *objects]]
 
 
 def cause_run_name(model: RunSpec) -> str:
@@ -257,6 +260,17 @@ def decision_spec(opts: SuiteOptions, model: RunSpec, judges: RunSpec) -> RunSpe
                    gpu_hours=0.05 * (s.gpu_hours_per_model > 0), group=model.group)
 
 
+def objects_spec(opts: SuiteOptions, model: RunSpec) -> RunSpec:
+    """The object metrics of one trained model at the n rolled out to the full horizon (every n if all are)."""
+    s = settings_for(opts.profile)
+    name = "objects-" + model.name.removeprefix("wm-")
+    return RunSpec(name=name, run_dir=opts.suite_dir(NAME) / name, entry="ablations.static_objects:run",
+                   kwargs={"model_dir": str(model.run_dir), "profile": opts.profile,
+                           "overrides": model.kwargs["overrides"], "seed": model.kwargs["seed"],
+                           "num_steps": list(s.long_steps or s.num_steps), "objects": object_protocol(opts.profile)},
+                   gpu_hours=0.05 * (s.gpu_hours_per_model > 0), group=model.group)
+
+
 def report(opts: SuiteOptions) -> tuple[Path, Path]:
     from reports.ddpm_vs_edm import ArmRuns, build_report  # the report stack loads only when needed
 
@@ -269,7 +283,8 @@ def report(opts: SuiteOptions) -> tuple[Path, Path]:
         return tuple(of_model[(entry, str(m.run_dir))] for m in models if m.group == arm.key)
 
     runs = [ArmRuns(arm.label, tuple(m for m in models if m.group == arm.key),
-                    causes=each("ablations.static_cause:run", arm), decisions=each("ablations.static_decision:run", arm))
+                    causes=each("ablations.static_cause:run", arm), decisions=each("ablations.static_decision:run", arm),
+                    objects=each("ablations.static_objects:run", arm))
             for arm in arms_for(opts.profile)]
     label = {arm.key: arm.label for arm in ARMS}
     return build_report(opts.report_context(NAME), dataset, judges, runs,

@@ -18,6 +18,7 @@ from evaluation import plots
 from evaluation.wm_protocol import COPY_SETTING, REAL_SETTING, error_table_times
 from reports.builder import Report
 from reports.decision import decision_section
+from reports.objects import object_section
 from reports.ddpm_vs_edm_text import (CLIPPED, DRIFT, DRIFT_LABELS, SHORT_HORIZON, at_times, last_steps,
                                       mean_curves, short_horizon, summary_text)
 from reports.ddpm_vs_edm_cause import drift_cause_section
@@ -44,6 +45,7 @@ class ArmRuns:
     specs: tuple[RunSpec, ...]
     causes: tuple[RunSpec, ...] = ()  # the noise-level measurements of each run, in the same order (may be none)
     decisions: tuple[RunSpec, ...] = ()  # the decision measurements of each run, in the same order (may be none)
+    objects: tuple[RunSpec, ...] = ()  # the object measurements of each run, in the same order (may be none)
 
 
 def load_errors(arms: Sequence[ArmRuns], results: dict[str, dict[str, Any]]) -> pd.DataFrame:
@@ -152,7 +154,8 @@ def build_report(ctx: ReportContext, dataset: RunSpec, judges: RunSpec, arms: Se
     finished = [s for s in specs if (s.run_dir / "result.json").is_file()]
     measured = [(m, c) for arm in arms for m, c in zip(arm.specs, arm.causes) if (c.run_dir / "result.json").is_file()]
     decided = [(m, d) for arm in arms for m, d in zip(arm.specs, arm.decisions) if (d.run_dir / "result.json").is_file()]
-    grid = [dataset, *specs, judges, *(c for arm in arms for c in (*arm.causes, *arm.decisions))]
+    objected = [(m, o) for arm in arms for m, o in zip(arm.specs, arm.objects) if (o.run_dir / "result.json").is_file()]
+    grid = [dataset, *specs, judges, *(c for arm in arms for c in (*arm.causes, *arm.decisions, *arm.objects))]
     missing = [s for s in grid if not (s.run_dir / "result.json").is_file()]
     if dataset in missing or not finished:
         raise FileNotFoundError(f"no finished dataset and world-model runs under {ctx.runs_dir}; run the suite first.")
@@ -275,6 +278,8 @@ def build_report(ctx: ReportContext, dataset: RunSpec, judges: RunSpec, arms: Se
                      or [(f"{label_of[name]} s{r['seed']}", {"decision": {"skipped": "not measured yet"}})
                          for name, r in results.items()],
                      arm_of={f"{label_of[m.name]} s{m.kwargs['seed']}": label_of[m.name] for m, _ in decided})
+    object_section(report, [(f"{label_of[m.name]} s{m.kwargs['seed']}", read_result(o.run_dir)) for m, o in objected]
+                   or [(f"{label_of[name]} s{r['seed']}", {}) for name, r in results.items()])
     report.heading("Training")
     training = pd.DataFrame([{"arm": label_of[name], "seed": r["seed"], "updates": r["train_steps"],
                               "train loss": r["train_loss"], "test loss": r["test_loss"],

@@ -28,7 +28,7 @@ TINY = ("denoiser.channels=[8,8]", "denoiser.depths=[1,1]", "denoiser.cond_dim=1
 def test_grid_is_dataset_then_every_arm_on_it(tmp_path):
     opts = SuiteOptions(profile="paper", out=tmp_path, seeds=2)
     (dataset,), (*models, judges), measured = get_suite("ablation_ddpm_vs_edm").stages(opts)
-    causes, decisions = measured[: len(models)], measured[len(models):]
+    causes, decisions, objects = (measured[i * len(models) : (i + 1) * len(models)] for i in range(3))
     assert judges.entry == "ablations.static_judges:run" and judges.kwargs["dataset_dir"] == str(dataset.run_dir / "dataset")
     assert dataset.kwargs["num_frames"] == 100_000 and dataset.entry == "ablations.static_data:run"
     assert [m.name for m in models] == [f"wm-{a}-Breakout-s{s}" for a in ("edm", "ddpm", "edm-offset", "edm-chain2")
@@ -51,16 +51,20 @@ def test_grid_is_dataset_then_every_arm_on_it(tmp_path):
         assert decision.kwargs["model_dir"] == str(model.run_dir) and decision.kwargs["seed"] == model.kwargs["seed"]
         assert decision.kwargs["overrides"] == model.kwargs["overrides"]
         assert decision.kwargs["decision"] == judges.kwargs["decision"] and decision.kwargs["num_steps"] == [1, 2, 3, 5, 10]
+    for model, obj in zip(models, objects, strict=True):  # object metrics of every model, no judges needed
+        assert obj.entry == "ablations.static_objects:run" and obj.name == model.name.replace("wm-", "objects-")
+        assert obj.kwargs["model_dir"] == str(model.run_dir) and obj.kwargs["overrides"] == model.kwargs["overrides"]
 
 
 def test_cpu_profile_trains_two_seeds_of_every_arm_and_rolls_n_1_and_3_to_t_1000(tmp_path):
     (_,), (*models, judges), measured = get_suite("ablation_ddpm_vs_edm").stages(SuiteOptions(profile="cpu", out=tmp_path))
-    causes, decisions = measured[: len(models)], measured[len(models):]
+    causes, decisions, objects = (measured[i * len(models) : (i + 1) * len(models)] for i in range(3))
     assert [m.name for m in models] == [f"wm-{a}-Breakout-s{s}" for a in ("edm", "ddpm", "edm-offset") for s in (0, 1)]
     protocol = static_wm.ProtocolSettings.from_dict(models[0].kwargs["protocol"])
     assert protocol.horizon == 1000 and protocol.long_steps == (1, 3) and protocol.horizons() == {2: 120, 5: 120, 10: 120}
     assert [c.kwargs["short_horizon"] for c in causes] == [120] * 6
     assert [d.kwargs["num_steps"] for d in decisions] == [[1, 3]] * 6
+    assert [o.kwargs["num_steps"] for o in objects] == [[1, 3]] * 6 and objects[0].kwargs["objects"]["horizon"] == 1000
     assert judges.kwargs["decision"]["policy_horizon"] == 150  # ε = 0 and 0.1 tie in shorter real rollouts
     labels = [v["label"] for v in causes[0].kwargs["variants"]]
     assert labels == ["n=3, σ_min=0.05", "n=3, σ_min=0.3", "n=3, start N(0, σ_max²)", "n=10, start N(0, σ_max²)"]
@@ -283,6 +287,10 @@ def test_suite_end_to_end_at_smoke_scale(tmp_path, monkeypatch):
     variants = pd.read_csv(tables / "sampler_variants.csv")  # n = 10 is not in this study: its variant is not shown
     assert set(variants["arm"]) == {"EDM", "EDM offset 0.3", "EDM chained"} and set(variants["n"]) == {3}
     assert set(variants["variant"]) == {"n=3, σ_min=0.05", "n=3, σ_min=0.3", "n=3, start N(0, σ_max²)"}
+    objects = pd.read_csv(tables / "object_metrics.csv").set_index("model")  # stage 3: the object metrics
+    assert {f"{a} s0, n=1" for a in arms} | {"emulator (ceiling)", "repeat last frame", "empty playfield"} == \
+        set(objects.index)
+    assert objects.loc["emulator (ceiling)", "object persistence"].startswith("1.000")
     curve = pd.read_csv(tables / "sigma_curve.csv")
     assert set(curve["arm"]) == arms and (curve["mse"] >= 0).all()
     text = md.read_text()
