@@ -46,7 +46,6 @@ _COLUMN_BITS = ((30, 6), (24, 6), (24, 4), (24, 2), (24, 0), (18, 0), (18, 2), (
                 (6, 6), (6, 4), (6, 2), (6, 0), (0, 0), (0, 2), (0, 4))
 BRICK_BITS = np.array([[(b + 5 - r, bit) for b, bit in _COLUMN_BITS] for r in range(ROWS)])  # [6, 18, 2]
 MISS_PX = 32.0  # a paddle or ball this far from the real one (screen pixels), or absent, is a miss
-FIELDS = ("walls", "paddle", "paddle_x", "ball", "ball_x", "ball_y", "bricks")
 
 
 def _bcd(v: np.ndarray) -> np.ndarray:
@@ -64,7 +63,8 @@ def ram_state(ram: np.ndarray) -> dict[str, np.ndarray]:
             "ball": ball, "ball_x": np.where(ball, ram[..., RAM_BALL_X] - 48.0, np.nan),
             "ball_y": np.where(ball, ram[..., RAM_BALL_Y] + 11.0, np.nan),
             "bricks": (bytes_ >> BRICK_BITS[..., 1]) & 1 == 1,
-            "lives": ram[..., RAM_LIVES], "score": 100 * _bcd(ram[..., RAM_SCORE_HUNDREDS]) + _bcd(ram[..., RAM_SCORE_UNITS])}
+            "lives": ram[..., RAM_LIVES],
+            "score": 100 * _bcd(ram[..., RAM_SCORE_HUNDREDS]) + _bcd(ram[..., RAM_SCORE_UNITS])}
 
 
 def _resize(canvas: np.ndarray, size: int) -> np.ndarray:
@@ -81,7 +81,8 @@ def _walls(size: int) -> np.ndarray:
     """The walls alone (top wall and side walls, grey), resized to `size`: float [3, size, size]."""
     canvas = np.zeros((*SCREEN, 3), np.float32)
     canvas[17 : PLAYFIELD[0]] = WALL_COLOUR
-    canvas[PLAYFIELD[0] : PLAYFIELD[1], : PLAYFIELD[2]] = canvas[PLAYFIELD[0] : PLAYFIELD[1], PLAYFIELD[3] :] = WALL_COLOUR
+    sides = canvas[PLAYFIELD[0] : PLAYFIELD[1]]
+    sides[:, : PLAYFIELD[2]] = sides[:, PLAYFIELD[3] :] = WALL_COLOUR
     return _resize(canvas, size)
 
 
@@ -145,11 +146,12 @@ def frame_state(frames: np.ndarray) -> dict[str, np.ndarray]:
     peak = bright.reshape(len(x), -1).argmax(1)
     pr, pc = np.unravel_index(peak, bright.shape[1:])
     window = np.zeros_like(bright)
-    for i, (r, c) in enumerate(zip(pr, pc)):
-        window[i, max(r - 1, 0) : r + 2, max(c - 1, 0) : c + 2] = bright[i, max(r - 1, 0) : r + 2, max(c - 1, 0) : c + 2]
+    for i, (r, c) in enumerate(zip(pr, pc)):  # the 3x3 cells around the brightest one
+        near = (i, slice(max(r - 1, 0), r + 2), slice(max(c - 1, 0), c + 2))
+        window[near] = bright[near]
     ball = window.sum((1, 2)) >= BALL_MASS
-    paddle_band = _red(x)[:, int(PADDLE_ROWS[0] / sy) : int(np.ceil(PADDLE_ROWS[1] / sy)), left : right - 1]  # not
-    # the red block right of the playfield
+    paddle_rows = slice(int(PADDLE_ROWS[0] / sy), int(np.ceil(PADDLE_ROWS[1] / sy)))
+    paddle_band = _red(x)[:, paddle_rows, left : right - 1]  # not the red block right of the playfield
     paddle = paddle_band.sum((1, 2)) >= PADDLE_MASS
 
     wall_mask = np.zeros((size, size), bool)

@@ -17,7 +17,8 @@ from slurm.launcher import RunSpec
 def test_short_grid_ends_at_the_last_kept_time_not_the_horizon(tmp_path):
     times = default_grid_times(1000)
     frames = np.zeros((1, len(times), 3, 8, 8), np.uint8)
-    np.savez(tmp_path / "frames.npz", times=np.array(times), starts=np.zeros((1, 2), int), real=frames, **{"n=1": frames})
+    np.savez(tmp_path / "frames.npz", times=np.array(times), starts=np.zeros((1, 2), int), real=frames,
+             **{"n=1": frames})
     spec = RunSpec("wm-edm", tmp_path, "ablations.static_wm:run", {})
     results = {"wm-edm": {"rollouts": {"frames_file": "frames.npz"}, "num_steps_list": [1]}}
     _, same, last = rollout_grid([ArmRuns("EDM", (spec,))], results, tmp_path / "grid.png", max_time=120)

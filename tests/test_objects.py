@@ -103,8 +103,8 @@ def test_step_errors_arithmetic():
     bricks[0, :5] = False
     seen = _state(paddle_x=88.0, ball_x=53.0, ball_y=124.0, bricks=bricks)
     e = {k: float(v[0, 0]) for k, v in step_errors(seen, _state(ball_y=110.0), truth).items()}
-    assert e == {"persistence": 1.0, "paddle_error": pytest.approx(8 / MISS_PX), "ball_error": pytest.approx(5 / MISS_PX),
-                 "brick_count_error": 5.0}
+    assert e == {"persistence": 1.0, "paddle_error": pytest.approx(8 / MISS_PX),
+                 "ball_error": pytest.approx(5 / MISS_PX), "brick_count_error": 5.0}
     frozen = {k: float(v[0, 0]) for k, v in step_errors(seen, seen, truth).items()}
     assert frozen["persistence"] == pytest.approx(2 / 3)  # a ball that did not move is not in play
     gone = _state(paddle=False, paddle_x=np.nan, ball=False, ball_x=np.nan, ball_y=np.nan, walls=False)
