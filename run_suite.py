@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, NoReturn
 
+from ablations.entrants import parse_models
 from ablations.registry import SUITE_MODULES, Suite, SuiteOptions, get_suite
 from diamond.cli import DEBUG_HELP, run_cli
 from diamond.config import PROFILES, build_config
@@ -49,6 +50,8 @@ examples:
   python run_suite.py --suite atari100k --executor slurm --cluster slurm/cluster.yaml --max-parallel 32
   # change a setting of every run (dotted keys of diamond/config.py)
   python run_suite.py --suite atari100k --profile small --set diffusion.num_steps=1 --out runs_nfe1
+  # a world model of yours as an extra arm beside DIAMOND's (or alone, with --only-models)
+  python run_suite.py --suite ablation_ddpm_vs_edm --profile smoke --models mine=mypackage.wm:build
   # rebuild the report from the run folders already on disk
   python run_suite.py --suite atari100k --profile smoke --games Breakout Pong --seeds 1 --report-only
 
@@ -98,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="atari100k: also train each (game, seed) run's reward-blind twin (imagined rewards "
                         "shuffled, training.shuffle_imagined_rewards), the control that tells learning from a "
                         "decided policy; doubles the grid")
+    p.add_argument("--models", metavar="A,B,...",
+                   help="world models entered beside the suite's own (the config's world_model.factory): each a "
+                        "registered name, an entry point or package.module:function, as LABEL=FACTORY to name it, "
+                        "followed by its options as a YAML mapping (e.g. 'rec12=recurrent{memory_frames: 12}'); every "
+                        "arm that applies runs on each, and reports name each model (docs/plugins.md)")
+    p.add_argument("--only-models", action="store_true", help="run only the --models, not the suite's own model")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true",
                       help="print each stage's runs (status done/partial/new, projected GPU-hours) and submit nothing")
@@ -129,8 +138,15 @@ def suite_options(args: argparse.Namespace) -> SuiteOptions:
         if not sep or not key.strip():
             raise UsageError(f"--set {item!r} is not of the form section.field=value")
     build_config(args.profile, list(args.overrides))  # a bad --set is this command's error, not every run's
+    if args.only_models and not args.models:
+        raise UsageError("--only-models needs --models: name the models to run")
+    try:
+        models = parse_models(args.models) if args.models is not None else ()
+    except ValueError as e:
+        raise UsageError(str(e)) from e
     return SuiteOptions(profile=args.profile, out=args.out, games=games, seeds=args.seeds,
-                        overrides=tuple(args.overrides), report_root=args.report_dir, controls=args.controls)
+                        overrides=tuple(args.overrides), report_root=args.report_dir, controls=args.controls,
+                        models=models, only_models=args.only_models)
 
 
 def cluster_config(path: Path | None, opts: SuiteOptions) -> ClusterConfig:

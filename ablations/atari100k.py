@@ -1,8 +1,11 @@
 """The Atari 100k benchmark (Table 1, Figure 2): DIAMOND with its default settings, 26 games × 5 seeds.
 
-One stage, one run per (game, seed), each `diamond.train:run` in runs/atari100k/<profile>/<game>-s<seed>/; with
---controls also its reward-blind twin in <game>-s<seed>-reward-blind/ (imagined rewards shuffled), a control that
-every game counted as learnt must clear, beside the screen-blind policies each run measures (diamond/controls.py).
+One stage, one run per (game, seed) and world model, each `diamond.train:run` in
+runs/atari100k/<profile>/<game>-s<seed>[-<model>]/; with --controls also its reward-blind twin in
+<game>-s<seed>[-<model>]-reward-blind/ (imagined rewards shuffled), a control that every game counted as learnt must
+clear, beside the screen-blind policies each run measures (diamond/controls.py). World models: the config's
+(`diamond` unless --set world_model.factory changes it), then each --models entrant (its label in its run names),
+one report column each; --only-models runs the entrants alone.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from ablations.entrants import Entrant
 from ablations.registry import Suite, SuiteOptions
 from diamond.config import PROFILES, Config, build_config, config_hash, to_dict
 from diamond.io import CorruptFileError, read_json
@@ -50,8 +54,10 @@ REWARD_BLIND = "reward-blind"  # the twin trained with its imagined rewards shuf
 ARMS: dict[str, tuple[str, ...]] = {"agent": (), REWARD_BLIND: ("training.shuffle_imagined_rewards=true",)}
 
 
-def run_name(game: str, seed: int, arm: str = "agent") -> str:
-    return f"{game}-s{seed}" if arm == "agent" else f"{game}-s{seed}-{arm}"
+def run_name(game: str, seed: int, arm: str = "agent", entrant: Entrant | None = None) -> str:
+    """<game>-s<seed>[-<model>][-<arm>]: a --models entrant's runs carry its label, the suite's own model's do not."""
+    model = f"-{entrant.key}" if entrant is not None and entrant.added else ""
+    return f"{game}-s{seed}{model}" if arm == "agent" else f"{game}-s{seed}{model}-{arm}"
 
 
 def check_finished(spec: RunSpec, cfg: Config) -> None:
@@ -80,12 +86,15 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
     hours = gpu_hours(opts.profile)
     root = opts.suite_dir(NAME)
     specs = []
+    entrants = opts.entrants()
+    for entrant in entrants:
+        entrant.declarations(opts.profile, opts.overrides)  # a broken plug-in is refused now, not after collection
     for game in games:
         for seed in range(seeds):
-            for arm in ARMS if opts.controls else ("agent",):
-                overrides = [*opts.overrides, *ARMS[arm]]
+            for entrant, arm in ((e, a) for e in entrants for a in (ARMS if opts.controls else ("agent",))):
+                overrides = [*opts.overrides, *ARMS[arm], *entrant.overrides()]
                 cfg = build_config(opts.profile, overrides, seed=seed, **{"env.game": game})
-                name = run_name(game, seed, arm)
+                name = run_name(game, seed, arm, entrant)
                 spec = RunSpec(name=name, run_dir=root / name, entry=ENTRY,
                                kwargs={"game": game, "seed": seed, "profile": opts.profile, "overrides": overrides},
                                gpu_hours=hours, group=game)
@@ -98,7 +107,10 @@ def report(opts: SuiteOptions) -> tuple[Path, Path]:
     """reports/atari100k/report.md + report.pdf from the grid's run folders."""
     from reports.atari100k import build_report  # the report stack (matplotlib, reportlab) loads only when needed
 
-    return build_report(opts.report_context(NAME), stages(opts)[0], default_seeds=DEFAULT_SEEDS)
+    specs = stages(opts)[0]
+    labels = {run_name(s.kwargs["game"], s.kwargs["seed"], arm, e): e.label
+              for e in opts.entrants() if e.added for s in specs for arm in ARMS}
+    return build_report(opts.report_context(NAME), specs, default_seeds=DEFAULT_SEEDS, labels=labels)
 
 
 SUITE = Suite(

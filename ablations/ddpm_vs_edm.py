@@ -57,10 +57,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ablations.entrants import Entrant
 from ablations.registry import Suite, SuiteOptions
 from ablations.static_decision import decision_protocol
 from ablations.static_objects import object_protocol
 from ablations.static_data import dataset_dir
+from diamond.registry import Declarations
 from slurm.launcher import RunSpec
 
 NAME = "ablation_ddpm_vs_edm"
@@ -70,29 +72,53 @@ CPU_UPDATES = 2_400
 
 @dataclass(frozen=True)
 class Arm:
-    """One world model of the study: a paradigm, its own sampler, the chained predictions per segment and the
-    offset noise of training (EDM: `sigma_offset_noise`, DDPM: `offset_noise`, the same per-channel constant)."""
+    """One variant of a world model in the study: a paradigm, its own sampler, the chained predictions per segment
+    and the offset noise of training (EDM: `sigma_offset_noise`, DDPM: `offset_noise`, the same per-channel
+    constant). The arm decides, from what a model declares, whether it applies to that model."""
 
     key: str  # run-name part
-    label: str  # in the report
     paradigm: str
     sampler: str  # the paradigm's sampler, never a user override
     train_chain: int
     offset_noise: float
+    detail: str = ""  # what the label adds after the model and its paradigm
+    needs_paradigm: bool = False  # only for a model that declares `paradigm` (the base arm runs any model as it is)
 
     def overrides(self) -> list[str]:
         return [f"diffusion.paradigm={self.paradigm}", f"diffusion.sampler={self.sampler}",
                 f"diffusion.train_chain={self.train_chain}", f"diffusion.edm.sigma_offset_noise={self.offset_noise}",
                 f"diffusion.ddpm.offset_noise={self.offset_noise}"]
 
+    @property
+    def label(self) -> str:
+        """The arm alone, as the module docstring names it (EDM, DDPM, EDM offset 0.3, EDM chained)."""
+        return f"{PARADIGM_LABELS[self.paradigm]} {self.detail}".strip()
 
+    def label_for(self, model: str, declared: Declarations) -> str:
+        """The arm as the report shows it for one model: the model's name, its paradigm where it has one."""
+        paradigm = PARADIGM_LABELS[self.paradigm] if self.paradigm in declared.paradigms else ""
+        return " ".join(p for p in (model, paradigm, self.detail) if p)
+
+    def refusal(self, declared: Declarations) -> str | None:
+        """Why this arm cannot apply to a model with these declarations (None: it applies)."""
+        if self.needs_paradigm and self.paradigm not in declared.paradigms:
+            return (f"it declares the paradigms {list(declared.paradigms)}, not {self.paradigm}" if declared.paradigms
+                    else "it declares no diffusion paradigms (`paradigms`)")
+        if self.offset_noise and not declared.offset_noise:
+            return "it declares no offset noise (`offset_noise` is False): the arm would repeat its first arm"
+        if self.train_chain > 1 and not declared.chained_training:
+            return "it declares no chained training (`chained_training` is False): the arm would repeat its first arm"
+        return None
+
+
+PARADIGM_LABELS = {"edm": "EDM", "ddpm": "DDPM"}
 PAPER_OFFSET = 0.0  # the authors: Figure 3 was run without offset noise (eloialonso/diamond issue #36)
 RELEASED_OFFSET = 0.3  # the released agent's sigma_offset_noise (docs/fidelity.md)
 ARMS: tuple[Arm, ...] = (
-    Arm("edm", "EDM", "edm", "euler", 1, PAPER_OFFSET),
-    Arm("ddpm", "DDPM", "ddpm", "ddpm_ancestral", 1, PAPER_OFFSET),
-    Arm("edm-offset", "EDM offset 0.3", "edm", "euler", 1, RELEASED_OFFSET),
-    Arm("edm-chain2", "EDM chained", "edm", "euler", 2, PAPER_OFFSET),
+    Arm("edm", "edm", "euler", 1, PAPER_OFFSET),
+    Arm("ddpm", "ddpm", "ddpm_ancestral", 1, PAPER_OFFSET, needs_paradigm=True),
+    Arm("edm-offset", "edm", "euler", 1, RELEASED_OFFSET, detail=f"offset {RELEASED_OFFSET}"),
+    Arm("edm-chain2", "edm", "euler", 2, PAPER_OFFSET, detail="chained"),
 )
 ARM_BY_KEY = {arm.key: arm for arm in ARMS}
 PARADIGM_PAIR = ("edm", "ddpm")  # Figure 3: equal terms, the paradigm alone differs
@@ -172,18 +198,56 @@ def dataset_run_dir(opts: SuiteOptions) -> Path:
     return opts.suite_dir(NAME) / f"dataset-{GAME}"
 
 
-def model_run_name(arm: Arm, seed: int) -> str:
-    return f"wm-{arm.key}-{GAME}-s{seed}"
+@dataclass(frozen=True)
+class Planned:
+    """One (model, arm) pair the study trains: the label the report shows and what the model declares."""
+
+    entrant: Entrant
+    arm: Arm
+    declared: Declarations
+
+    @property
+    def label(self) -> str:
+        return self.arm.label_for(self.entrant.label, self.declared)
+
+    @property
+    def key(self) -> str:
+        """Run-name part and group: the arm's key for the suite's own model (its historical run names)."""
+        return f"{self.entrant.key}-{self.arm.key}" if self.entrant.added else self.arm.key
+
+    @property
+    def measures_cause(self) -> bool:
+        """The noise-level measurement (stage 3's cause runs) reads the model's diffusion paradigm."""
+        return self.arm.paradigm in self.declared.paradigms
 
 
-def model_overrides(opts: SuiteOptions, arm: Arm) -> list[str]:
-    """The profile's warm-up, then the user's overrides, then the arm's (which no user override may touch)."""
+def model_run_name(planned: Planned, seed: int) -> str:
+    return f"wm-{planned.key}-{GAME}-s{seed}"
+
+
+def model_overrides(opts: SuiteOptions, arm: Arm, entrant: Entrant) -> list[str]:
+    """The profile's warm-up, then the user's overrides, then the arm's (which no user override may touch), then
+    the model's factory and options when --models added it."""
     return [f"denoiser_optim.warmup_steps={settings_for(opts.profile).warmup_steps}", *opts.overrides,
-            *arm.overrides()]
+            *arm.overrides(), *entrant.overrides()]
 
 
 def arms_for(profile: str) -> list[Arm]:
     return [ARM_BY_KEY[k] for k in settings_for(profile).arms]
+
+
+def plan(opts: SuiteOptions) -> tuple[list[Planned], list[tuple[str, str]]]:
+    """Every (model, arm) that applies, models in entrant order, and (label, reason) of each arm left out."""
+    planned, skipped = [], []
+    for entrant in opts.entrants():
+        declared = entrant.declarations(opts.profile, tuple(model_overrides(opts, ARMS[0], entrant)))
+        for arm in arms_for(opts.profile):
+            why = arm.refusal(declared)
+            if why is None:
+                planned.append(Planned(entrant, arm, declared))
+            else:
+                skipped.append((f"{entrant.label} {arm.label}", f"{entrant.label}: {why}"))
+    return planned, skipped
 
 
 def seeds_of(arm: Arm, opts: SuiteOptions) -> range:
@@ -210,16 +274,18 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
                       kwargs={"game": GAME, "num_frames": s.num_frames, "seed": 0, "random_games": s.random_games},
                       gpu_hours=0.0, group="dataset")
     protocol = protocol_for(opts.profile)
+    planned, _ = plan(opts)
     models = [
-        RunSpec(name=model_run_name(arm, seed), run_dir=opts.suite_dir(NAME) / model_run_name(arm, seed),
+        RunSpec(name=model_run_name(p, seed), run_dir=opts.suite_dir(NAME) / model_run_name(p, seed),
                 entry="ablations.static_wm:run",
                 kwargs={"dataset_dir": str(dataset_dir(data_dir)), "profile": opts.profile,
-                        "overrides": model_overrides(opts, arm), "train_steps": s.train_steps,
+                        "overrides": model_overrides(opts, p.arm, p.entrant), "train_steps": s.train_steps,
                         "checkpoint_every": s.checkpoint_every, "test_every": s.checkpoint_every,
                         "protocol": protocol, "seed": seed},
-                gpu_hours=s.gpu_hours_per_model, group=arm.key)
-        for arm in arms_for(opts.profile) for seed in seeds_of(arm, opts)
+                gpu_hours=s.gpu_hours_per_model, group=p.key)
+        for p in planned for seed in seeds_of(p.arm, opts)
     ]
+    diffusion = {p.key for p in planned if p.measures_cause}
     causes = [
         RunSpec(name=cause_run_name(m), run_dir=opts.suite_dir(NAME) / cause_run_name(m),
                 entry="ablations.static_cause:run",
@@ -228,7 +294,7 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
                         "variants": [dict(v) for v in s.variants], "horizon": s.horizon,
                         "short_horizon": s.short_horizon or s.horizon, "rollouts": s.rollouts},
                 gpu_hours=0.05 * (s.gpu_hours_per_model > 0), group=m.group)
-        for m in models
+        for m in models if m.group in diffusion
     ]
     judges = judges_spec(opts, data_dir)
     decisions = [decision_spec(opts, m, judges) for m in models]
@@ -275,22 +341,30 @@ def report(opts: SuiteOptions) -> tuple[Path, Path]:
     from reports.ddpm_vs_edm import ArmRuns, build_report  # the report stack loads only when needed
 
     (dataset,), trained, measured = stages(opts)
+    planned, skipped = plan(opts)
     models = [r for r in trained if r.entry == "ablations.static_wm:run"]
     judges = next(r for r in trained if r.entry == "ablations.static_judges:run")
     of_model = {(r.entry, r.kwargs["model_dir"]): r for r in measured}
 
-    def each(entry: str, arm: Arm) -> tuple[RunSpec, ...]:
-        return tuple(of_model[(entry, str(m.run_dir))] for m in models if m.group == arm.key)
+    def each(entry: str, p: Planned) -> tuple[RunSpec, ...]:
+        return tuple(of_model[(entry, str(m.run_dir))] for m in models
+                     if m.group == p.key and (entry, str(m.run_dir)) in of_model)
 
-    runs = [ArmRuns(arm.label, tuple(m for m in models if m.group == arm.key),
-                    causes=each("ablations.static_cause:run", arm), decisions=each("ablations.static_decision:run", arm),
-                    objects=each("ablations.static_objects:run", arm))
-            for arm in arms_for(opts.profile)]
-    label = {arm.key: arm.label for arm in ARMS}
-    return build_report(opts.report_context(NAME), dataset, judges, runs,
-                        paradigm_pair=tuple(label[k] for k in PARADIGM_PAIR),
-                        chain_pair=tuple(label[k] for k in CHAIN_PAIR),
-                        offset_pair=tuple(label[k] for k in OFFSET_PAIR))
+    runs = [ArmRuns(p.label, tuple(m for m in models if m.group == p.key),
+                    causes=each("ablations.static_cause:run", p), decisions=each("ablations.static_decision:run", p),
+                    objects=each("ablations.static_objects:run", p), reads=p.declared.config_fields)
+            for p in planned]
+
+    def pair(keys: tuple[str, str]) -> tuple[str, str] | None:
+        """The first model's pair of arms that both apply to it (the comparisons the summary tests)."""
+        for entrant in dict.fromkeys(p.entrant for p in planned):
+            labels = {p.arm.key: p.label for p in planned if p.entrant == entrant}
+            if set(keys) <= set(labels):
+                return labels[keys[0]], labels[keys[1]]
+        return None
+
+    return build_report(opts.report_context(NAME), dataset, judges, runs, paradigm_pair=pair(PARADIGM_PAIR),
+                        chain_pair=pair(CHAIN_PAIR), offset_pair=pair(OFFSET_PAIR), skipped=skipped)
 
 
 SUITE = Suite(

@@ -5,7 +5,9 @@ drawn uniformly in 0..PROBE_CONTEXT, then an answer block in the cue's colour. R
 for every model. The delay is the occlusion: every probed k, the fully cue-free context (d = PROBE_CONTEXT)
 included, occurs in the training data of every model, in the same proportion.
 
-Mechanisms (`ARMS`), each a world model of diamond/registry.py with the same denoiser U-Net, schedule and data:
+Mechanisms (`ARMS`), each a world model of diamond/registry.py with the same denoiser U-Net, schedule and data
+(`--models` enters more, each with the paper's L = 4 window, the same schedule and data; `--only-models` runs
+only those; `world_model.factory` and `.options` are chosen per arm, so --set refuses them):
 - frame stack, L = 4 (the paper's model): the cue is out of its window from k = 4;
 - frame stack, L = 16 (the control): its window is the whole probe context, blind only at k = 16;
 - cross-attention over L = 8 frames (App. J.2's conditioning): blind from k = 8;
@@ -82,6 +84,19 @@ SCHEDULES: dict[str, Schedule] = {
                                        "clip_len": 1, "feature_networks": False, "drift_frames": 0}),
 }
 FIXED = ("diffusion.train_chain=1", "diffusion.num_steps=1", "denoiser_optim.warmup_steps=20")
+ADDED = ("diffusion.num_history=4", "training.burn_in=4")  # a --models entrant sees the paper's L = 4 window
+CHOSEN_PER_ARM = ("world_model.factory", "world_model.options")  # the arms' own: --models adds a model instead
+
+
+def arms(opts: SuiteOptions) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """key -> (label, overrides after FIXED): the four mechanisms (unless --only-models), then each --models
+    entrant, named by its label, on the frame window of the paper's model."""
+    clash = [o for o in opts.overrides if o.partition("=")[0].strip() in CHOSEN_PER_ARM]
+    if clash:
+        raise ValueError(f"suite {NAME} chooses the world model per arm; drop the override(s) {clash} and enter "
+                         "a model with --models")
+    added = {f"model-{e.key}": (e.label, (*ADDED, *e.overrides())) for e in opts.entrants() if e.added}
+    return added if opts.only_models else {**ARMS, **added}
 
 
 def schedule(profile: str) -> Schedule:
@@ -92,7 +107,7 @@ def schedule(profile: str) -> Schedule:
 
 def arm_overrides(opts: SuiteOptions, key: str) -> list[str]:
     """The user's --set, then the schedule's fixed settings and the arm's (small cross-attention encoder)."""
-    out = [*opts.overrides, *FIXED, *ARMS[key][1]]
+    out = [*opts.overrides, *FIXED, *arms(opts)[key][1]]
     if key == "cross_attention":
         out.append("denoiser.history_kwargs={encoder_channels: [8, 8, 16, 16], encoder_cond_dim: 16, levels: [3]}")
     return out
@@ -167,7 +182,7 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
                               "overrides": arm_overrides(opts, key), "train_steps": s.train_steps,
                               "checkpoint_every": s.checkpoint_every, "probe_starts": s.probe_starts,
                               "protocol": s.protocol, "seed": seed}, gpu_hours=0.0, group=key)
-              for key in ARMS for seed in range(opts.seeds or SUITE.default_seeds)]
+              for key in arms(opts) for seed in range(opts.seeds or SUITE.default_seeds)]
     return [[data], models]
 
 
@@ -175,7 +190,7 @@ def report(opts: SuiteOptions) -> tuple[Path, Path]:
     from reports.memory import build_memory_report
 
     _, models = stages(opts)
-    return build_memory_report(opts.report_context(NAME), models, {k: label for k, (label, _) in ARMS.items()},
+    return build_memory_report(opts.report_context(NAME), models, {k: label for k, (label, _) in arms(opts).items()},
                                PROBE_CONTEXT)
 
 

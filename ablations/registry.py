@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ablations.entrants import Entrant, suite_entrants
 from reports.common import ReportContext
 from slurm.launcher import RunSpec
 
@@ -34,6 +35,12 @@ class SuiteOptions:
     overrides: tuple[str, ...] = ()
     report_root: Path = Path("reports")
     controls: bool = False  # also train the reward-blind twin of each agent run (suites that train agents)
+    models: tuple[Entrant, ...] = ()  # --models: world models entered beside the suite's own
+    only_models: bool = False  # --only-models: run only those
+
+    def entrants(self) -> list[Entrant]:
+        """The world models this suite runs its arms on, the suite's own first (ablations/entrants.py)."""
+        return suite_entrants(self.profile, self.overrides, self.models, self.only_models)
 
     def suite_dir(self, suite: str) -> Path:
         """runs/<suite>/<profile>/: profiles never share run folders."""

@@ -11,8 +11,9 @@ and stepped with the same action, with the per-step pixel MSE between them. The 
 the episode's end is marked on the page (imagination in training stops there); the game plays on. Keys (shown
 on the page): arrows or WASD and Space make the game's action (its ALE meanings); P pauses, N steps, R restarts
 from a new real context, G lets the run's policy play. The page also sets the number of denoising steps and the
-sampler (the world model's paradigm.supported_samplers). Frames are sampled as fast as the world model goes, at
-most at the game's own speed (--fps; 0: no cap), and the page shows the frame rate it reaches while frames arrive.
+sampler (the `samplers` the world model declares, docs/plugins.md). Frames are sampled as fast as the world model
+goes, at most at the game's own speed (--fps; 0: no cap), and the page shows the frame rate it reaches while frames
+arrive.
 
 Why Starlette + uvicorn: a WebSocket pushes frames as soon as they are sampled and carries the keys back
 without polling; Starlette serves that and the static page (plain HTML/JS, no build step, in play_static/)

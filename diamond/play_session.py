@@ -21,6 +21,7 @@ from diamond.agent import Agent
 from diamond.config import Config
 from diamond.data import to_float, to_uint8
 from diamond.envs import make_env
+from diamond.registry import declarations
 from diamond.world_model import burn_in
 
 KEYS = ("up", "down", "left", "right", "fire")  # what the page sends: arrows / WASD and Space
@@ -79,15 +80,14 @@ class PlaySession:
         self.env = make_env(cfg.env.game, train=False, size=cfg.env.size, frameskip=cfg.env.frameskip,
                             noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.eval_max_episode_frames)
         self.meanings: list[str] = list(self.env.unwrapped.get_action_meanings())
-        paradigm = getattr(wm, "paradigm", None)
-        self.samplers: list[str] = list(getattr(paradigm, "supported_samplers", ())) if hasattr(wm, "sampler") else []
+        self.samplers: list[str] = list(declarations(wm).samplers)  # the model's declaration (docs/plugins.md)
         self.sampler: str | None = wm.sampler if self.samplers else None
         self.num_steps: int = int(getattr(wm, "num_steps", 1))
         self.context, self.t, self.over = 0, 0, False
         self.end_at: int | None = None  # the first step of this context where R_ψ predicted the episode's end
 
     def configure(self, num_steps: int, sampler: str | None) -> None:
-        """Denoising steps (1..MAX_STEPS) and sampler (one the paradigm drives) for the next frames."""
+        """Denoising steps (1..MAX_STEPS) and sampler (one the world model declares) for the next frames."""
         if not 1 <= num_steps <= MAX_STEPS:
             raise ValueError(f"denoising steps must be 1..{MAX_STEPS}, got {num_steps}")
         if sampler is not None and sampler not in self.samplers:

@@ -22,6 +22,13 @@ of `WORLD_MODELS`, a name an installed package declares in the entry-point group
 or `package.module:function`. `world_model.options` is the factory's own settings. docs/plugins.md walks
 through writing one.
 
+What a model supports (`Declarations`, read by `declarations`): optional attributes with defaults, so that a
+suite leaves out, with a reason, the arms that cannot apply to a model instead of training them to no effect:
+`samplers` (default: its own `sampler` only), `paradigms` (the `diffusion.paradigm` values it trains under;
+default none), `offset_noise` and `chained_training` (whether it reads the offset-noise keys and
+`diffusion.train_chain`; default False), `config_fields` (the dotted config keys it reads besides
+`world_model.options`, which reports show as its settings; default none).
+
 Checked at the door: a name that cannot be loaded or called as factory(cfg, num_actions) fails when the config
 is built; a builder's ValueError/TypeError/KeyError, a missing protocol member, and a tiny batch-1 call of
 `loss`, `memory` and `predict_next` that raises or answers the wrong type or shape fail when the model is built.
@@ -34,6 +41,8 @@ from __future__ import annotations
 import importlib
 import inspect
 from importlib.metadata import entry_points
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, NoReturn
 
 import torch
@@ -53,6 +62,51 @@ PROTOCOL_ATTRIBUTES = ("num_history", "segment_length", "num_steps", "sampler", 
                        "memory")
 
 Factory = Callable[[Any, int], nn.Module]
+
+
+@dataclass(frozen=True)
+class Declarations:
+    """What a world model says it supports (docs/plugins.md, "Declaring what a model supports")."""
+
+    samplers: tuple[str, ...]
+    paradigms: tuple[str, ...] = ()
+    offset_noise: bool = False
+    chained_training: bool = False
+    config_fields: tuple[str, ...] = ()
+
+
+def declarations(model: Any) -> Declarations:
+    """The model's optional declarations, each defaulted as documented; a wrong type is one sentence."""
+    values = {"samplers": getattr(model, "samplers", (model.sampler,)), "paradigms": getattr(model, "paradigms", ()),
+              "offset_noise": getattr(model, "offset_noise", False),
+              "chained_training": getattr(model, "chained_training", False),
+              "config_fields": getattr(model, "config_fields", ())}
+    for key in ("samplers", "paradigms", "config_fields"):
+        if isinstance(values[key], str) or not all(isinstance(v, str) for v in values[key]):
+            raise WorldModelFactoryError(f"{type(model).__name__}.{key} must be a sequence of names, got "
+                                         f"{values[key]!r} (docs/plugins.md)")
+        values[key] = tuple(values[key])
+    for key in ("offset_noise", "chained_training"):
+        if not isinstance(values[key], bool):
+            raise WorldModelFactoryError(f"{type(model).__name__}.{key} must be True or False, got {values[key]!r} "
+                                         "(docs/plugins.md)")
+    return Declarations(**values)
+
+
+@lru_cache(maxsize=64)
+def _declared(factory: str, options: str, profile: str, overrides: tuple[str, ...], num_actions: int) -> Declarations:
+    from diamond.config import build_config
+
+    cfg = build_config(profile, [*overrides, f"{FACTORY_KEY}={factory}", f"{OPTIONS_KEY}={options}"])
+    with _saved_rng():
+        return declarations(build_world_model(cfg, num_actions))
+
+
+def declared(factory: str, options: str, profile: str, overrides: tuple[str, ...] = (),
+             num_actions: int = 4) -> Declarations:
+    """The declarations of the model `factory` builds (with `options`, a YAML mapping) at `profile`: built once
+    through the door (so a broken plug-in is refused when a suite is planned, not after training), then cached."""
+    return _declared(factory, options, profile, tuple(overrides), num_actions)
 
 
 class WorldModelFactoryError(ConfigError):

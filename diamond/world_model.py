@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
-from diamond.diffusion.paradigms import build_paradigm
+from diamond.diffusion.paradigms import PARADIGMS, build_paradigm
 from diamond.diffusion.samplers import SAMPLERS, nfe
 
 
@@ -27,6 +27,20 @@ class WorldModel(nn.Module):
         self.net, self.paradigm = net, paradigm
         self.sampler, self.num_steps = sampler, num_steps
         self.num_history, self.train_chain = num_history, train_chain
+
+    # what it supports (diamond/registry.py's declarations): every paradigm and its samplers, offset noise and
+    # chained training; the config keys it reads, which reports show as its settings
+    paradigms = tuple(PARADIGMS)
+    offset_noise = chained_training = True
+    config_fields = ("diffusion.paradigm", "diffusion.sampler", "diffusion.num_steps", "diffusion.history",
+                     "diffusion.num_history", "diffusion.train_chain", "diffusion.edm.sigma_offset_noise",
+                     "diffusion.ddpm.offset_noise", "diffusion.ddpm.quantize_each_step", "denoiser.channels",
+                     "denoiser.depths", "denoiser.cond_dim", "denoiser.bottleneck_attention")
+
+    @property
+    def samplers(self) -> tuple[str, ...]:
+        """The samplers its paradigm drives (play's menu, the sampler ablation)."""
+        return tuple(self.paradigm.supported_samplers)
 
     def _inner(self, x_in: Tensor, c_noise: Tensor, cond: tuple[Tensor, Tensor]) -> Tensor:
         return self.net(x_in, c_noise, cond[0], cond[1])

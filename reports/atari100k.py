@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,14 +25,16 @@ from reports.common import (ReportContext, bootstrap_reps, collect_results, comp
                             subset_banner, wall_time_rows)
 from slurm.launcher import RunSpec
 
-OURS = "DIAMOND (ours)"
+OURS_SUFFIX = " (ours)"  # a column of ours is its world model's name (registered, or the --models label) + this
+OURS = "diamond" + OURS_SUFFIX  # the column of the registry's first model, DIAMOND's
 PAPER = "DIAMOND (paper)"
 REFERENCE_COLUMNS = ("Random", "Human")  # Table 1 columns that are reference scores, not agents
 GAMES_PER_BAR_FIGURE = 13  # 26 games as two legible figures
 METRIC_ORDER = ("mean", "median", "iqm", "optimality_gap")
 METRIC_NAMES = {"mean": "Mean", "median": "Median", "iqm": "IQM", "optimality_gap": "Optimality gap"}
 SETTINGS = {  # label -> config key of the settings a reader needs to judge the numbers
-    "diffusion paradigm": "diffusion.paradigm", "sampler": "diffusion.sampler",
+    "world model (factory)": "world_model.factory", "diffusion paradigm": "diffusion.paradigm",
+    "sampler": "diffusion.sampler",
     "denoising steps per frame": "diffusion.num_steps", "history conditioning": "diffusion.history",
     "history length L": "diffusion.num_history", "epochs": "training.epochs",
     "environment steps (budget)": "training.total_env_steps", "batch size": "training.batch_size",
@@ -67,9 +69,10 @@ def table1_algorithms() -> list[str]:
 
 
 def our_scores(results: pd.DataFrame) -> pd.DataFrame:
-    """Tidy (algorithm, game, seed, score) of our finished runs; score = mean evaluation return."""
-    return pd.DataFrame({"algorithm": OURS, "game": results["game"], "seed": results["seed"].astype(int),
-                         "score": results["score"].astype(float)})
+    """Tidy (algorithm, game, seed, score) of our finished runs, `algorithm` naming each run's world model;
+    score = mean evaluation return."""
+    return pd.DataFrame({"algorithm": results["model"] + OURS_SUFFIX, "game": results["game"],
+                         "seed": results["seed"].astype(int), "score": results["score"].astype(float)})
 
 
 def published_scores(games: Sequence[str]) -> tuple[pd.DataFrame, list[str], list[str]]:
@@ -101,22 +104,29 @@ def released_vs_table1(games: Sequence[str], per_run: Sequence[str]) -> list[str
 
 
 def balanced(ours: pd.DataFrame) -> tuple[pd.DataFrame, int, bool]:
-    """Keep the lowest common number of seeds per game: rliable needs a runs × games matrix."""
-    counts = ours.groupby("game")["seed"].count()
+    """Keep the lowest common number of seeds per game and model: rliable needs a runs × games matrix."""
+    counts = ours.groupby(["algorithm", "game"])["seed"].count()
     n = int(counts.min())
-    kept = ours.sort_values(["game", "seed"]).groupby("game", sort=False).head(n)
+    kept = ours.sort_values(["algorithm", "game", "seed"]).groupby(["algorithm", "game"], sort=False).head(n)
     return kept.reset_index(drop=True), n, bool((counts != n).any())
 
 
 def per_game_table(ours: pd.DataFrame, games: Sequence[str]) -> pd.DataFrame:
-    """Table 1's columns on our games, with our mean ± sample std over seeds and the number of seeds."""
+    """Table 1's columns on our games, then one column per world model of ours (mean ± sample std over seeds),
+    and the number of seeds (of each model, where they differ)."""
     wide = baselines.table1().pivot(index="game", columns="algorithm", values="score")
     columns = list(REFERENCE_COLUMNS) + table1_algorithms()
     table = wide.loc[list(games), columns].rename(columns={"DIAMOND": PAPER})
-    stats = ours.groupby("game")["score"].agg(["mean", "std", "count"]).loc[list(games)]
-    table[OURS] = [f"{m:.1f}" if c < 2 else f"{m:.1f} ± {s:.1f}"
-                   for m, s, c in zip(stats["mean"], stats["std"], stats["count"])]
-    table["seeds"] = stats["count"].astype(int)
+    seeds = {}
+    for model, runs in ours.groupby("algorithm", sort=False):
+        stats = runs.groupby("game")["score"].agg(["mean", "std", "count"]).reindex(list(games))
+        count = stats["count"].fillna(0).astype(int)
+        table[model] = ["–" if c == 0 else f"{m:.1f}" if c < 2 else f"{m:.1f} ± {s:.1f}"
+                        for m, s, c in zip(stats["mean"], stats["std"], count)]
+        seeds[model] = count
+    counts = pd.DataFrame(seeds)
+    table["seeds"] = (counts.iloc[:, 0] if counts.nunique(axis=1).max() <= 1 else
+                      counts.astype(str).agg(" / ".join, axis=1))
     table.index.name = "game"
     return table
 
@@ -172,11 +182,14 @@ def _settings(report: Report, results: pd.DataFrame, configs: list[dict], profil
 
 
 def build_report(ctx: ReportContext, specs: Sequence[RunSpec], default_seeds: int,
-                 reps: BootstrapReps | None = None) -> tuple[Path, Path]:
+                 reps: BootstrapReps | None = None, labels: Mapping[str, str] | None = None) -> tuple[Path, Path]:
     """Write report.md and report.pdf (+ figures/, tables/) for the finished runs among `specs` (the suite's grid;
-    `default_seeds`: the suite's full number of seeds per game, for the subset banner)."""
+    `default_seeds`: the suite's full number of seeds per game, for the subset banner). `labels`: run name ->
+    the label of its world model (--models); other runs are named by their config's world_model.factory."""
     reps = reps or BootstrapReps.from_env()
     results, missing = collect_results(specs)
+    results["model"] = [(labels or {}).get(run) or str(read_config(Path(d)).get("world_model", {}).get("factory"))
+                        for run, d in zip(results["run"], results["run_dir"])]
     if "shuffled_imagined_rewards" in results:  # the reward-blind twins are a control, not runs of the agent
         blind_rows = results["shuffled_imagined_rewards"].eq(True)
         results, blind = results[~blind_rows].reset_index(drop=True), results[blind_rows].reset_index(drop=True)
@@ -191,11 +204,13 @@ def build_report(ctx: ReportContext, specs: Sequence[RunSpec], default_seeds: in
     ours, n_runs, unequal = balanced(ours_all)
     published, per_run, means_only = published_scores(games)
     tidy = pd.concat([ours, published], ignore_index=True)
-    order = [OURS] + [shown(a) for a in reversed(table1_algorithms())]
+    models = list(pd.unique(ours_all["algorithm"]))  # ours, one column each, in grid order
+    order = models + [shown(a) for a in reversed(table1_algorithms())]
 
     out = ctx.out_dir
     work = out / "figures"
-    report = Report(f"Atari 100k: DIAMOND reproduction (profile {ctx.profile})", out)
+    report = Report(f"Atari 100k: DIAMOND reproduction, world models {', '.join(models)} (profile {ctx.profile})",
+                    out)
     grid_games = list(dict.fromkeys(s.kwargs["game"] for s in specs))
     grid_seeds = len({s.kwargs["seed"] for s in specs})
     for text in (profile_banner(ctx.profile), subset_banner(grid_games, GAMES, grid_seeds, default_seeds),
@@ -210,9 +225,14 @@ def build_report(ctx: ReportContext, specs: Sequence[RunSpec], default_seeds: in
 
     report.heading("Per-game returns (Table 1)")
     report.table(per_game_table(ours_all, games), "per_game",
-                 caption=f"Returns on our {len(games)} games. Published columns: the paper's Table 1. {OURS}: mean "
-                         "± sample standard deviation over seeds.", float_fmt="{:.1f}")
-    learning_section(report, results, out, reps.aggregate, blind)
+                 caption=f"Returns on our {len(games)} games. Published columns: the paper's Table 1. "
+                         f"{', '.join(models)}: our world models, each named by its registered name (or --models "
+                         "label); mean ± sample standard deviation over seeds.", float_fmt="{:.1f}")
+    first = results["model"].eq(results["model"].iloc[0])
+    learning_section(report, results[first].reset_index(drop=True), out, reps.aggregate,
+                     blind[blind["model"].eq(results["model"].iloc[0])] if "model" in blind else blind)
+    if not first.all():
+        report.paragraph(f"The learning check above covers {models[0]}'s runs only.")
 
     report.heading("Aggregate human-normalized scores (Figure 2)")
     agg = aggregate.aggregate_metrics(tidy, reps=reps.aggregate, algorithms=order)
@@ -232,19 +252,19 @@ def build_report(ctx: ReportContext, specs: Sequence[RunSpec], default_seeds: in
     if unequal:
         report.paragraph(f"Games have unequal numbers of finished seeds; aggregates use the {n_runs} lowest seeds "
                          "of every game.")
-    if n_runs >= 2:
-        poi = aggregate.probability_of_improvement(tidy, OURS, PAPER, reps=reps.poi).iloc[0]
-        report.paragraph(f"Probability of improvement P({OURS} > {PAPER}) = "
+    for model in models if n_runs >= 2 else ():
+        poi = aggregate.probability_of_improvement(tidy, model, PAPER, reps=reps.poi).iloc[0]
+        report.paragraph(f"Probability of improvement P({model} > {PAPER}) = "
                          f"{format_ci(poi['value'], poi['ci_low'], poi['ci_high'])} (95 % CI, {reps.poi} "
                          f"repetitions; {poi['n_games']} games, {poi['n_runs_x']} vs {poi['n_runs_y']} runs per "
                          "game). 0.5 means neither is better.")
-    else:
+    if n_runs < 2:
         report.paragraph(f"Probability of improvement over {PAPER} needs at least 2 runs per game; we have "
                          f"{n_runs}, so it is not computed.")
     profiles = aggregate.performance_profiles(tidy, reps=reps.profile, algorithms=order)
     atomic_write_text(out / "tables" / "aggregates_long.csv", agg.to_csv(index=False))
     atomic_write_text(out / "tables" / "performance_profiles.csv", profiles.to_csv(index=False))
-    bar_agents = [OURS] + [shown(a) for a in reversed(table1_algorithms()) if a in per_run]
+    bar_agents = models + [shown(a) for a in reversed(table1_algorithms()) if a in per_run]
     figs = _figures(tidy, agg, profiles, order, bar_agents, work)
     report.figure(figs["intervals"][0], caption="Aggregate HNS with 95 % stratified bootstrap CIs (Figure 2 style). "
                                                 "Higher is better, except the optimality gap.")
@@ -253,11 +273,13 @@ def build_report(ctx: ReportContext, specs: Sequence[RunSpec], default_seeds: in
                                                f"({reps.profile} repetitions).")
     report.heading("Per-game comparison")
     for path in figs["bars"]:
-        report.figure(path, caption=f"Per-game HNS of {OURS} and the agents with released per-run scores: mean "
+        report.figure(path, caption=f"Per-game HNS of {', '.join(models)} and the agents with released per-run scores: "
+                                    "mean "
                                     "over runs, whiskers from min to max; dashed line: human.")
     _settings(report, results, configs, ctx.profile)
     report.heading("All runs")
-    columns = ["run", "seed", "score", "hns", "num_episodes", "env_steps", "epochs", "wall_time_s", "config_hash"]
+    columns = ["run", "model", "seed", "score", "hns", "num_episodes", "env_steps", "epochs", "wall_time_s",
+               "config_hash"]
     report.table(pd.concat([results, blind], ignore_index=True)[columns], "runs",
                  caption=f"Every finished run (run folders under `{ctx.runs_dir}`; '-reward-blind': the control "
                          "trained with shuffled imagined rewards).", float_fmt="{:.2f}")

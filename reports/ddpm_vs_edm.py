@@ -26,6 +26,7 @@ from reports.common import (ReportContext, completion_banner, flatten, format_ho
                             read_config, read_result)
 from slurm.launcher import RunSpec
 
+TRAINING_KEYS = ("training.batch_size", "denoiser_optim.lr", "denoiser_optim.warmup_steps")  # the trainer's
 SETTINGS = {"paradigm": "diffusion.paradigm", "sampler (rollouts)": "diffusion.sampler",
             "chained predictions per segment": "diffusion.train_chain", "DDPM x0 quantised every step":
             "diffusion.ddpm.quantize_each_step", "denoiser channels": "denoiser.channels",
@@ -46,6 +47,7 @@ class ArmRuns:
     causes: tuple[RunSpec, ...] = ()  # the noise-level measurements of each run, in the same order (may be none)
     decisions: tuple[RunSpec, ...] = ()  # the decision measurements of each run, in the same order (may be none)
     objects: tuple[RunSpec, ...] = ()  # the object measurements of each run, in the same order (may be none)
+    reads: tuple[str, ...] | None = None  # the config keys its model declares it reads (None: every SETTINGS key)
 
 
 def load_errors(arms: Sequence[ArmRuns], results: dict[str, dict[str, Any]]) -> pd.DataFrame:
@@ -139,6 +141,23 @@ def clip_table(arms: Sequence[ArmRuns], results: dict[str, dict[str, Any]]) -> t
     return pd.DataFrame(rows), reasons
 
 
+def settings_of(arms: Sequence[ArmRuns], finished: Sequence[RunSpec]) -> pd.DataFrame:
+    """One column per arm: its factory, options and the SETTINGS keys its model reads, from the first finished run."""
+    done = {s.name for s in finished}
+    columns = {}
+    for arm in arms:
+        spec = next((s for s in arm.specs if s.name in done), None)
+        if spec is not None:
+            config = read_config(spec.run_dir)
+            flat, model = flatten(config), config.get("world_model", {})
+            reads = set(SETTINGS.values()) if arm.reads is None else {*arm.reads, *TRAINING_KEYS}
+            columns[arm.label] = {"world model (factory)": str(model.get("factory", "–")),
+                                  "its options": str(model.get("options", {})),
+                                  **{label: str(flat.get(key, "–")) if key in reads else "– (not read)"
+                                     for label, key in SETTINGS.items()}}
+    return pd.DataFrame(columns).rename_axis("setting").reset_index()
+
+
 def expert_return(data: dict[str, Any]) -> str:
     """The expert's mean return over the full games in the dataset, or why there is none."""
     if data.get("expert_mean_return") is None:
@@ -147,9 +166,11 @@ def expert_return(data: dict[str, Any]) -> str:
 
 
 def build_report(ctx: ReportContext, dataset: RunSpec, judges: RunSpec, arms: Sequence[ArmRuns], *,
-                 paradigm_pair: tuple[str, str],
-                 chain_pair: tuple[str, str], offset_pair: tuple[str, str] | None = None) -> tuple[Path, Path]:
-    """<report dir>/report.md + report.pdf from the suite's finished run folders."""
+                 paradigm_pair: tuple[str, str] | None, chain_pair: tuple[str, str] | None,
+                 offset_pair: tuple[str, str] | None = None,
+                 skipped: Sequence[tuple[str, str]] = ()) -> tuple[Path, Path]:
+    """<report dir>/report.md + report.pdf from the suite's finished run folders; `skipped`: (arm, reason) of each
+    arm left out for a model that cannot take it."""
     specs = [s for arm in arms for s in arm.specs]
     finished = [s for s in specs if (s.run_dir / "result.json").is_file()]
     measured = [(m, c) for arm in arms for m, c in zip(arm.specs, arm.causes) if (c.run_dir / "result.json").is_file()]
@@ -203,22 +224,28 @@ def build_report(ctx: ReportContext, dataset: RunSpec, judges: RunSpec, arms: Se
     ], columns=["quantity", "value"]).astype({"value": str})
     report.table(setup, "setup", caption="The static dataset is played by the scripted RAM-reading Breakout expert "
                  "(ablations/breakout_expert.py), standing in for the paper's unpublished expert agent.")
-    edm, ddpm = paradigm_pair
     extras = []
+    if paradigm_pair is not None and set(paradigm_pair) <= set(order):
+        edm, ddpm = paradigm_pair
+        extras.append(f"{edm} and {ddpm} differ in the paradigm only (and each samples with its own sampler); both "
+                      "make one prediction per training segment, as in Algorithm 1, and both train without offset "
+                      "noise, the setting of the paper's Figure 3 (the authors, eloialonso/diamond issue #36). DDPM "
+                      "samples as the released ddpm branch: ancestral steps with x0 clipped to [-1, 1], the final "
+                      "frame quantised to 8 bits.")
     if offset_pair is not None and offset_pair[1] in order:
         extras.append(f"{offset_pair[1]} is {offset_pair[0]} trained with the released agent's offset noise (0.3), "
                       "which measures what the released setting changes.")
-    if chain_pair[1] in order:
+    if chain_pair is not None and chain_pair[1] in order:
         extras.append(f"{chain_pair[1]} is {chain_pair[0]} trained with two chained predictions per segment (the "
                       "released main branch), which separates the effect of chained training from the paradigm's.")
-    report.paragraph(f"Arms: {', '.join(order)}. {edm} and {ddpm} differ in the paradigm only (and each samples "
-                     f"with its own sampler); both make one prediction per training segment, as in Algorithm 1, "
-                     "and both train without offset noise, the setting of the paper's Figure 3 (the authors, "
-                     "eloialonso/diamond issue #36). " + " ".join(extras) + " "
-                     "DDPM samples as the released ddpm branch: ancestral steps with x0 clipped to [-1, 1], the final "
-                     "frame quantised to 8 bits. Rollouts are open loop from the same real contexts (L frames of "
+    report.paragraph(f"Arms, each named by its world model (registered name or --models label): {', '.join(order)}. "
+                     + " ".join(extras) + " Rollouts are open loop from the same real contexts (L frames of "
                      "held-out episodes) with the real actions, so every generated frame has a real counterpart; "
                      "each n starts from the same noise stream.")
+    if skipped:
+        report.table(pd.DataFrame(skipped, columns=["arm left out", "reason"]), "arms_left_out",
+                     caption="Arms that cannot apply to a model, from what it declares (docs/plugins.md): not trained, "
+                             "so no finding about them is drawn for that model.")
 
     report.heading("Imagined trajectories (Figure 3)")
     grids = [(None, "the n rolled out that far")]
@@ -289,9 +316,8 @@ def build_report(ctx: ReportContext, dataset: RunSpec, judges: RunSpec, arms: Se
     report.table(training, "training", caption="Final training and held-out losses. EDM's loss is Eq. 7 "
                  "(preconditioned target), DDPM's the ε-prediction MSE: not comparable across paradigms.",
                  float_fmt="{:.4g}")
-    configs = {label_of[s.name]: flatten(read_config(s.run_dir)) for s in finished}
-    settings = pd.DataFrame([{"setting": label, **{arm: str(c.get(key, "–")) for arm, c in configs.items()}}
-                             for label, key in SETTINGS.items()])
-    report.table(settings, "settings", caption=f"Read back from each run's config.yaml. The warm-up is linear over the "
-                 f"first steps of the {first['train_steps']} updates.")
+    report.table(settings_of(arms, finished), "settings", caption="Read back from each run's config.yaml: the world "
+                 "model (factory) and its options, then the keys it declares it reads ('– (not read)': a key this "
+                 f"model ignores) and the trainer's. The warm-up is linear over the first steps of the "
+                 f"{first['train_steps']} updates.")
     return report.write()

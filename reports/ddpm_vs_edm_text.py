@@ -184,7 +184,8 @@ def pair_text(curves: pd.DataFrame, pair: tuple[str, str], horizon: int, what: s
     return f"{what} ({two} vs {one}, same paradigm), drift at t = {horizon}: " + "; ".join(diffs) + "."
 
 
-def summary_text(curves: pd.DataFrame, order: Sequence[str], pair: tuple[str, str], chain: tuple[str, str],
+def summary_text(curves: pd.DataFrame, order: Sequence[str], pair: tuple[str, str] | None,
+                 chain: tuple[str, str] | None,
                  horizon: int, offset: tuple[str, str] | None = None) -> list[str]:
     """The generated summary, one paragraph each: short-horizon skill against copying, error growth and structure
     at `horizon` (the horizon every n reaches), then drift and the paper's finding at `horizon` and at the longest
@@ -221,7 +222,7 @@ def summary_text(curves: pd.DataFrame, order: Sequence[str], pair: tuple[str, st
     horizons = [horizon] + ([longest] if longest > horizon else [])
     paragraphs = [" ".join(parts)]
     for h in horizons:
-        paragraphs += [drift_multiples(curves, order, h), finding(curves, pair, h)[0]]
+        paragraphs += [drift_multiples(curves, order, h)] + ([finding(curves, pair, h)[0]] if pair else [])
     for comparison, what in ((offset, "Offset noise of the released agent"), (chain, "Chained training")):
         if comparison is not None and all(a in present for a in comparison):
             paragraphs += [pair_text(curves, comparison, h, what) for h in horizons]

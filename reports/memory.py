@@ -104,7 +104,8 @@ def build_memory_report(ctx: ReportContext, models: Sequence[RunSpec], labels: M
         "updates": r["train_steps"], "s per update": r["train_time_s"] / max(1, r["train_steps"]),
         "train min": r["train_time_s"] / 60, "probe ms per frame": 1000 * r["probe_time_s"] / r["probe_frames"],
         "test loss": r["test_loss"]} for s, r in done]), "models",
-        caption="Same U-Net, data, batch and updates; times measured on the run's device.")
+        caption="Same data, batch and updates; each model's network is its factory's (the built-in mechanisms share "
+                "DIAMOND's U-Net); times measured on the run's device.")
     return report.write()
 
 

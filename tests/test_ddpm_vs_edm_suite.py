@@ -262,7 +262,7 @@ def test_suite_end_to_end_at_smoke_scale(tmp_path, monkeypatch):
     md, pdf = suite.report(opts)
     tables = opts.report_dir("ablation_ddpm_vs_edm") / "tables"
     error_at = pd.read_csv(tables / "error_at_t.csv")
-    arms = {"DDPM", "EDM", "EDM offset 0.3", "EDM chained"}
+    arms = {"diamond DDPM", "diamond EDM", "diamond EDM offset 0.3", "diamond EDM chained"}
     expected = {(a, n) for a in arms for n in (1, 2, 3)}
     assert set(zip(error_at["arm"], error_at["n"])) == expected | {(COPY_SETTING, 0)}
     assert list(error_at.columns[3:]) == ["t=1", "t=10", "t=12"]
@@ -276,16 +276,19 @@ def test_suite_end_to_end_at_smoke_scale(tmp_path, monkeypatch):
     assert set(zip(clips["arm"], clips["n"])) == expected and clips["FID"].isna().all()
     settings = pd.read_csv(tables / "settings.csv").set_index("setting")
     chain = settings.loc["chained predictions per segment"]
-    assert chain.astype(str).to_dict() == {"EDM": "1", "DDPM": "1", "EDM offset 0.3": "1", "EDM chained": "2"}
+    assert chain.astype(str).to_dict() == {"diamond EDM": "1", "diamond DDPM": "1", "diamond EDM offset 0.3": "1",
+                                           "diamond EDM chained": "2"}
     offsets = settings.loc["EDM offset noise σ_offset"].astype(float).to_dict()
-    assert offsets == {"EDM": 0.0, "DDPM": 0.0, "EDM offset 0.3": 0.3, "EDM chained": 0.0}
-    assert str(settings.loc["warm-up steps", "EDM"]) == "1"
+    assert offsets == {"diamond EDM": 0.0, "diamond DDPM": 0.0, "diamond EDM offset 0.3": 0.3,
+                       "diamond EDM chained": 0.0}
+    assert str(settings.loc["warm-up steps", "diamond EDM"]) == "1"
     last = pd.read_csv(tables / "last_step.csv").set_index("arm")  # the cause section: EDM arms only
-    assert set(last.index) == {"EDM", "EDM offset 0.3", "EDM chained"}
-    assert last.loc["EDM", "c_skip"] == pytest.approx(1.0, abs=1e-4)
-    assert last.loc["EDM offset 0.3", "c_skip"] == pytest.approx(0.25 / (0.25 + 0.09 + 4e-6), rel=1e-6)
+    assert set(last.index) == {"diamond EDM", "diamond EDM offset 0.3", "diamond EDM chained"}
+    assert last.loc["diamond EDM", "c_skip"] == pytest.approx(1.0, abs=1e-4)
+    assert last.loc["diamond EDM offset 0.3", "c_skip"] == pytest.approx(0.25 / (0.25 + 0.09 + 4e-6), rel=1e-6)
     variants = pd.read_csv(tables / "sampler_variants.csv")  # n = 10 is not in this study: its variant is not shown
-    assert set(variants["arm"]) == {"EDM", "EDM offset 0.3", "EDM chained"} and set(variants["n"]) == {3}
+    assert set(variants["arm"]) == {"diamond EDM", "diamond EDM offset 0.3", "diamond EDM chained"}
+    assert set(variants["n"]) == {3}
     assert set(variants["variant"]) == {"n=3, σ_min=0.05", "n=3, σ_min=0.3", "n=3, start N(0, σ_max²)"}
     objects = pd.read_csv(tables / "object_metrics.csv").set_index("model")  # stage 3: the object metrics
     assert {f"{a} s0, n=1" for a in arms} | {"emulator (ceiling)", "repeat last frame", "empty playfield"} == \
@@ -303,4 +306,4 @@ def test_suite_end_to_end_at_smoke_scale(tmp_path, monkeypatch):
     reader = PdfReader(pdf)
     assert sum(len(page.images) for page in reader.pages) == 8
     pdf_text = " ".join(page.extract_text() for page in reader.pages)
-    assert "DDPM" in pdf_text and "EDM" in pdf_text and "Figure 3" in pdf_text
+    assert "diamond DDPM" in pdf_text and "diamond EDM" in pdf_text and "Figure 3" in pdf_text

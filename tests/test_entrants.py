@@ -1,0 +1,181 @@
+"""World models as named entrants (issue 29 items 1-2): what a model declares, --models and --only-models, arms left
+out with a reason, and an out-of-tree model written only for this test as an extra arm of the Figure 3, memory and
+atari100k suites, each report naming it."""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import run_suite
+from ablations import atari100k, ddpm_vs_edm, memory
+from ablations.entrants import parse_models
+from ablations.registry import SuiteOptions, get_suite
+from diamond import registry
+from diamond.config import build_config
+from slurm.launcher import launch
+from tests.test_ddpm_vs_edm_suite import TINY
+from tests.test_trainer import TINY as AGENT_TINY
+
+torch.set_num_threads(1)
+
+# A world model that declares nothing: no paradigm, no offset noise, no chained training, its own sampler only.
+PLAIN_WM = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+    class Shift(nn.Module):
+        def __init__(self, num_history):
+            super().__init__()
+            self.num_history, self.segment_length = num_history, num_history + 1
+            self.num_steps, self.sampler, self.nfe = 1, "shift", 1
+            self.offset = nn.Parameter(torch.zeros(3))
+
+        def loss(self, obs, act, mask):
+            L = self.num_history
+            return ((obs[:, L - 1] + self.offset.view(1, 3, 1, 1) - obs[:, L]) ** 2).mean()
+
+        def memory(self, obs, act, state=None):
+            return None
+
+        def predict_next(self, obs_hist, act_hist, num_steps=None, generator=None, state=None):
+            return (obs_hist[:, -1] + self.offset.view(1, 3, 1, 1)).clamp(-1, 1)
+
+    def build(cfg, num_actions):
+        return Shift(cfg.diffusion.num_history)
+
+    def build_declared(cfg, num_actions):
+        model = Shift(cfg.diffusion.num_history)
+        model.samplers, model.offset_noise, model.config_fields = ("shift", "still"), True, ("diffusion.num_history",)
+        return model
+
+    def build_wrong(cfg, num_actions):
+        model = Shift(cfg.diffusion.num_history)
+        model.samplers = "shift"
+        return model
+''')
+
+
+@pytest.fixture
+def plain_wm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    root = tmp_path / "site"
+    root.mkdir()
+    (root / "plain_wm.py").write_text(PLAIN_WM)
+    monkeypatch.syspath_prepend(str(root))
+    registry._declared.cache_clear()
+    return "plain_wm:build"
+
+
+def _opts(tmp_path: Path, models: str, **kwargs) -> SuiteOptions:
+    return SuiteOptions(profile="smoke", out=tmp_path / "runs", report_root=tmp_path / "reports",
+                        models=parse_models(models), **kwargs)
+
+
+def test_declarations_default_as_documented_and_the_builtin_declares_everything(plain_wm: str) -> None:
+    plain = registry.declared(plain_wm, "{}", "smoke")
+    assert plain == registry.Declarations(samplers=("shift",))
+    declared = registry.declared("plain_wm:build_declared", "{}", "smoke")
+    assert declared.samplers == ("shift", "still") and declared.offset_noise and not declared.chained_training
+    diamond = registry.declarations(registry.build_world_model(build_config("smoke"), 4))
+    assert diamond.paradigms == ("edm", "ddpm") and diamond.offset_noise and diamond.chained_training
+    assert "euler" in diamond.samplers and "denoiser.channels" in diamond.config_fields
+    with pytest.raises(registry.WorldModelFactoryError, match=r"Shift.samplers must be a sequence of names"):
+        registry.declared("plain_wm:build_wrong", "{}", "smoke")
+
+
+def test_models_flag_names_labels_and_options() -> None:
+    models = parse_models("recurrent, rec12=recurrent{memory_frames: 12, memory_dim: 8},mine=pkg.wm:build")
+    assert [(m.label, m.factory, m.options) for m in models] == [
+        ("recurrent", "recurrent", "{}"), ("rec12", "recurrent", "{memory_frames: 12, memory_dim: 8}"),
+        ("mine", "pkg.wm:build", "{}")]
+    assert parse_models("pkg.wm:build")[0].key == "pkg.wm-build"
+    for bad, words in (("a=x,a=y", "its own label"), ("x{a: [1}", "not a YAML mapping"), (",", "at least one")):
+        with pytest.raises(ValueError, match=words):
+            parse_models(bad)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--only-models"], "--only-models needs --models"),
+    (["--models", "a=x,a=y"], "--models: each model needs its own label"),
+])
+def test_bad_models_flags_are_one_sentence_exit_2(tmp_path: Path, argv: list[str], words: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code = run_suite.main(["--suite", "ablation_memory", "--profile", "smoke", "--dry-run", "--out",
+                           str(tmp_path), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and words in err[0], err
+
+
+def test_figure3_leaves_out_the_arms_a_model_cannot_take_and_names_why(plain_wm: str, tmp_path: Path) -> None:
+    opts = _opts(tmp_path, f"mine={plain_wm}", seeds=1)
+    planned, skipped = ddpm_vs_edm.plan(opts)
+    assert [p.label for p in planned] == ["diamond EDM", "diamond DDPM", "diamond EDM offset 0.3",
+                                          "diamond EDM chained", "mine"]
+    assert dict(skipped) == {
+        "mine DDPM": "mine: it declares no diffusion paradigms (`paradigms`)",
+        "mine EDM offset 0.3": "mine: it declares no offset noise (`offset_noise` is False): the arm would repeat "
+                               "its first arm",
+        "mine EDM chained": "mine: it declares no chained training (`chained_training` is False): the arm would "
+                            "repeat its first arm"}
+    names = [s.name for stage in ddpm_vs_edm.stages(opts) for s in stage]
+    assert "wm-edm-Breakout-s0" in names and "wm-mine-edm-Breakout-s0" in names  # the own model's names are kept
+    assert "decision-mine-edm-Breakout-s0" in names and "cause-mine-edm-Breakout-s0" not in names  # no paradigm
+    only = [s.name for s in ddpm_vs_edm.stages(dataclasses.replace(opts, only_models=True))[1]]
+    assert only == ["wm-mine-edm-Breakout-s0", "judges-Breakout"]
+
+
+def test_memory_and_atari100k_add_the_model_and_memory_refuses_a_factory_in_set(plain_wm: str,
+                                                                                  tmp_path: Path) -> None:
+    opts = _opts(tmp_path, f"mine={plain_wm}", seeds=1, games=("Breakout",))
+    mem = [s for s in memory.stages(dataclasses.replace(opts, games=None))[1]]
+    assert [s.name for s in mem][-1] == "wm-model-mine-s0"
+    assert f"world_model.factory={plain_wm}" in mem[-1].kwargs["overrides"]
+    with pytest.raises(ValueError, match=r"chooses the world model per arm; .* enter a model with --models"):
+        memory.stages(dataclasses.replace(opts, games=None, overrides=("world_model.factory=recurrent",)))
+    grid = atari100k.stages(dataclasses.replace(opts, controls=True))[0]
+    assert [s.name for s in grid] == ["Breakout-s0", "Breakout-s0-reward-blind", "Breakout-s0-mine",
+                                      "Breakout-s0-mine-reward-blind"]
+
+
+def _run(opts: SuiteOptions, suite: str, tmp_path: Path) -> pd.DataFrame:
+    s = get_suite(suite)
+    for stage in s.stages(opts):
+        outcome = launch(stage, "debug", log_dir=tmp_path / "logs", progress=False)
+        assert outcome.ok, outcome.summary()
+    md, _ = s.report(opts)
+    return md.read_text()
+
+
+def test_figure3_report_names_the_model_and_its_left_out_arms(plain_wm: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny = dataclasses.replace(ddpm_vs_edm.PROFILE_SETTINGS["smoke"], num_frames=600, random_games=1, train_steps=2,
+                               warmup_steps=1, checkpoint_every=2, horizon=10, num_steps=(1,), rollouts=2, clips=2,
+                               long_steps=None, short_horizon=None)
+    monkeypatch.setitem(ddpm_vs_edm.PROFILE_SETTINGS, "smoke", tiny)
+    opts = _opts(tmp_path, f"mine={plain_wm}", seeds=1, only_models=True, overrides=TINY)
+    text = _run(opts, ddpm_vs_edm.NAME, tmp_path)
+    tables = opts.report_dir(ddpm_vs_edm.NAME) / "tables"
+    assert set(pd.read_csv(tables / "short_horizon.csv")["arm"]) == {"mine", "copy last frame"}
+    left_out = pd.read_csv(tables / "arms_left_out.csv")
+    assert list(left_out["arm left out"]) == ["mine DDPM", "mine EDM offset 0.3", "mine EDM chained"]
+    settings = pd.read_csv(tables / "settings.csv").set_index("setting")["mine"]
+    assert settings["world model (factory)"] == plain_wm and settings["denoiser channels"] == "– (not read)"
+    assert "Offset noise of the released agent" not in text and "it declares no offset noise" in text
+
+
+def test_memory_and_atari100k_reports_name_the_model(plain_wm: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    opts = _opts(tmp_path / "memory", f"mine={plain_wm}", seeds=1, only_models=True)
+    text = _run(opts, memory.NAME, tmp_path)
+    models = pd.read_csv(opts.report_dir(memory.NAME) / "tables" / "models.csv")
+    assert list(models["model"]) == ["mine s0"] and list(models["factory"]) == [plain_wm] and "mine" in text
+    opts = _opts(tmp_path / "atari", f"mine={plain_wm}", seeds=1, games=("Breakout",), overrides=AGENT_TINY)
+    monkeypatch.setenv("DIAMOND_REPORT_REPS", "5")
+    _run(opts, atari100k.NAME, tmp_path)
+    per_game = pd.read_csv(opts.report_dir(atari100k.NAME) / "tables" / "per_game.csv")
+    assert {"diamond (ours)", "mine (ours)"} <= set(per_game.columns)
