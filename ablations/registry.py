@@ -65,6 +65,16 @@ class Suite:
     report: Callable[[SuiteOptions], tuple[Path, Path]]
     default_games: tuple[str, ...] = field(default_factory=tuple)
     default_seeds: int = 1
+    # why the suite takes no --models (None: it runs its arms on every entrant, ablations/entrants.py)
+    no_models: str | None = None
+
+
+def check_models(suite: Suite, opts: SuiteOptions) -> None:
+    """--models on a suite that takes none is one sentence naming the flag, the reason and the suites that do."""
+    if opts.models and suite.no_models is not None:
+        takers = [n for n in SUITE_MODULES if get_suite(n).no_models is None]
+        raise ValueError(f"--models: suite {suite.name} {suite.no_models}; the suites that take added models: "
+                         f"{', '.join(takers)}")
 
 
 def get_suite(name: str) -> Suite:

@@ -184,4 +184,5 @@ SUITE = Suite(
     report=report,
     default_games=VISUAL_GAMES,
     default_seeds=DEFAULT_SEEDS,
+    no_models="varies the sampler of DIAMOND's EDM paradigm (its arms are samplers, not models)",
 )

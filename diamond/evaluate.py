@@ -33,7 +33,7 @@ from diamond.cli import DEBUG_HELP, run_cli
 from diamond.config import FIELD_RULES, PROFILES, Config, TrainingConfig, build_config, config_hash, to_dict
 from diamond.errors import KnownError, RunFolderError, UsageError
 from diamond.games import GAMES, human_normalized_score
-from diamond.io import atomic_write_json, atomic_write_yaml
+from diamond.io import atomic_write_json, atomic_write_yaml, read_yaml
 from diamond.official import convert_agent
 from diamond.rundir import IDENTITY_FILE, check_identity, hold_lock, read_result, record_identity
 from diamond.train import PROFILE_HELP, check_device, check_game, check_seed
@@ -70,6 +70,23 @@ def agent_state(state: dict[str, Any], path: Path, official: bool) -> dict[str, 
     return state["agent"]
 
 
+def mismatch_hint(path: Path, cfg: Config, key: str) -> str:
+    """What to pass so the networks fit: the world model the run's config.yaml names when it is not the one this
+    command builds (a checkpoint in <run>/checkpoints/), else, for a world-model weight, the factory as the likely
+    cause, else the --profile."""
+    run_config = path.parent.parent / "config.yaml"
+    trained = read_yaml(run_config).get("world_model", {}) if run_config.is_file() else {}
+    factory, options = cfg.world_model.factory, dict(cfg.world_model.options)
+    if trained and (trained.get("factory"), dict(trained.get("options") or {})) != (factory, options):
+        return (f"the run was trained with world_model.factory {trained.get('factory')!r} and world_model.options "
+                f"{dict(trained.get('options') or {})} ({run_config}), this command builds {factory!r} with "
+                f"{options}: pass world_model.factory={trained.get('factory')} (and its options).")
+    if key.startswith("world_model."):
+        return (f"the world model that world_model.factory {factory!r} builds is not the checkpoint's: pass the "
+                "world_model.factory (and world_model.options) the run was trained with, or its --profile.")
+    return "pass the --profile (and --set options) the run was trained with, e.g. --profile smoke."
+
+
 def load_agent(path: Path, cfg: Config, num_actions: int, official: bool) -> Agent:
     """Build the networks of `cfg` for the game and load the checkpoint into them (strict)."""
     weights = agent_state(read_state(path), path, official)
@@ -84,13 +101,13 @@ def load_agent(path: Path, cfg: Config, num_actions: int, official: bool) -> Age
     missing = sorted(set(ours) - set(weights))
     if missing:
         raise CheckpointError(f"{path}: missing {len(missing)} weights of the networks of --profile {cfg.profile}, "
-                              f"e.g. `{missing[0]}`: pass the --profile the run was trained with.")
+                              f"e.g. `{missing[0]}`: " + mismatch_hint(path, cfg, missing[0]))
     extra = sorted(set(weights) - set(ours))
     wrong = [k for k in ours if tuple(weights[k].shape) != tuple(ours[k].shape)]
     if extra or wrong:
         k = (extra or wrong)[0]
-        raise CheckpointError(f"{path}: `{k}` does not fit the networks of --profile {cfg.profile}: pass the "
-                              "--profile (and --set options) the run was trained with, e.g. --profile smoke.")
+        raise CheckpointError(f"{path}: `{k}` does not fit the networks of --profile {cfg.profile}: "
+                              + mismatch_hint(path, cfg, k))
     agent.load_state_dict(weights, strict=True)
     return agent
 

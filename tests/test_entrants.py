@@ -99,14 +99,16 @@ def test_models_flag_names_labels_and_options() -> None:
             parse_models(bad)
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--only-models"], "--only-models needs --models"),
-    (["--models", "a=x,a=y"], "--models: each model needs its own label"),
+@pytest.mark.parametrize("suite, argv, words", [
+    ("ablation_memory", ["--only-models"], "--only-models needs --models"),
+    ("ablation_memory", ["--models", "a=x,a=y"], "--models: each model needs its own label"),
+    ("ablation_nfe", ["--models", "recurrent"], "--models: suite ablation_nfe varies the denoising steps of DIAMOND's "
+     "EDM sampler (its arms are step counts, not models); the suites that take added models: atari100k, "
+     "ablation_ddpm_vs_edm, ablation_memory"),
 ])
-def test_bad_models_flags_are_one_sentence_exit_2(tmp_path: Path, argv: list[str], words: str,
+def test_bad_models_flags_are_one_sentence_exit_2(tmp_path: Path, suite: str, argv: list[str], words: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    code = run_suite.main(["--suite", "ablation_memory", "--profile", "smoke", "--dry-run", "--out",
-                           str(tmp_path), *argv])
+    code = run_suite.main(["--suite", suite, "--profile", "smoke", "--dry-run", "--out", str(tmp_path), *argv])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and words in err[0], err
 
@@ -179,3 +181,25 @@ def test_memory_and_atari100k_reports_name_the_model(plain_wm: str, tmp_path: Pa
     _run(opts, atari100k.NAME, tmp_path)
     per_game = pd.read_csv(opts.report_dir(atari100k.NAME) / "tables" / "per_game.csv")
     assert {"diamond (ours)", "mine (ours)"} <= set(per_game.columns)
+
+
+def test_evaluate_names_the_factory_a_checkpoint_was_trained_with(tmp_path: Path) -> None:
+    """diamond.evaluate on a recurrent model's checkpoint, built as diamond: the run's config.yaml names the factory
+    to pass; without a run folder, the factory is named as the likely cause, not --profile."""
+    from diamond.agent import build_agent
+    from diamond.config import to_dict
+    from diamond.evaluate import CheckpointError, load_agent
+    from diamond.io import atomic_write_yaml
+
+    trained = build_config("smoke", ["world_model.factory=recurrent"])
+    run = tmp_path / "run"
+    torch.save({"agent": build_agent(trained, 4).state_dict()}, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match=r"the world model that world_model.factory 'diamond' builds is not the "
+                                              r"checkpoint's: pass the world_model.factory"):
+        load_agent(tmp_path / "last.pt", build_config("smoke"), 4, official=False)
+    (run / "checkpoints").mkdir(parents=True)
+    (tmp_path / "last.pt").rename(run / "checkpoints" / "last.pt")
+    atomic_write_yaml(run / "config.yaml", to_dict(trained))
+    with pytest.raises(CheckpointError, match=r"trained with world_model.factory 'recurrent' .* pass "
+                                              r"world_model.factory=recurrent"):
+        load_agent(run / "checkpoints" / "last.pt", build_config("smoke"), 4, official=False)
