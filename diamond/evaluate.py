@@ -80,10 +80,10 @@ def mismatch_hint(path: Path, cfg: Config, key: str) -> str:
     if trained and (trained.get("factory"), dict(trained.get("options") or {})) != (factory, options):
         return (f"the run was trained with world_model.factory {trained.get('factory')!r} and world_model.options "
                 f"{dict(trained.get('options') or {})} ({run_config}), this command builds {factory!r} with "
-                f"{options}: pass world_model.factory={trained.get('factory')} (and its options).")
+                f"{options}: pass --set world_model.factory={trained.get('factory')} (and its options).")
     if key.startswith("world_model."):
         return (f"the world model that world_model.factory {factory!r} builds is not the checkpoint's: pass the "
-                "world_model.factory (and world_model.options) the run was trained with, or its --profile.")
+                "world_model.factory (and world_model.options) the run was trained with as --set, or its --profile.")
     return "pass the --profile (and --set options) the run was trained with, e.g. --profile smoke."
 
 

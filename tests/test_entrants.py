@@ -201,5 +201,5 @@ def test_evaluate_names_the_factory_a_checkpoint_was_trained_with(tmp_path: Path
     (tmp_path / "last.pt").rename(run / "checkpoints" / "last.pt")
     atomic_write_yaml(run / "config.yaml", to_dict(trained))
     with pytest.raises(CheckpointError, match=r"trained with world_model.factory 'recurrent' .* pass "
-                                              r"world_model.factory=recurrent"):
+                                              r"--set world_model.factory=recurrent"):
         load_agent(run / "checkpoints" / "last.pt", build_config("smoke"), 4, official=False)
