@@ -104,6 +104,8 @@ class Arm:
         if self.needs_paradigm and self.paradigm not in declared.paradigms:
             return (f"it declares the paradigms {list(declared.paradigms)}, not {self.paradigm}" if declared.paradigms
                     else "it declares no diffusion paradigms (`paradigms`)")
+        if self.paradigm in declared.paradigms and self.sampler not in declared.samplers:
+            return f"under {self.paradigm} it declares the samplers {list(declared.samplers)}, not {self.sampler}"
         if self.offset_noise and not declared.offset_noise:
             return "it declares no offset noise (`offset_noise` is False): the arm would repeat its first arm"
         if self.train_chain > 1 and not declared.chained_training:
@@ -240,8 +242,8 @@ def plan(opts: SuiteOptions) -> tuple[list[Planned], list[tuple[str, str]]]:
     """Every (model, arm) that applies, models in entrant order, and (label, reason) of each arm left out."""
     planned, skipped = [], []
     for entrant in opts.entrants():
-        declared = entrant.declarations(opts.profile, tuple(model_overrides(opts, ARMS[0], entrant)))
-        for arm in arms_for(opts.profile):
+        for arm in arms_for(opts.profile):  # each arm's model built once at the door: a refusal comes before training
+            declared = entrant.declarations(opts.profile, tuple(model_overrides(opts, arm, entrant)))
             why = arm.refusal(declared)
             if why is None:
                 planned.append(Planned(entrant, arm, declared))

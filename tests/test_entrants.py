@@ -54,6 +54,11 @@ PLAIN_WM = textwrap.dedent('''
         model.samplers, model.offset_noise, model.config_fields = ("shift", "still"), True, ("diffusion.num_history",)
         return model
 
+    def build_euler_only(cfg, num_actions):
+        model = Shift(cfg.diffusion.num_history)
+        model.paradigms, model.samplers, model.chained_training = ("edm", "ddpm"), ("euler",), True
+        return model
+
     def build_wrong(cfg, num_actions):
         model = Shift(cfg.diffusion.num_history)
         model.samplers = "shift"
@@ -129,6 +134,12 @@ def test_figure3_leaves_out_the_arms_a_model_cannot_take_and_names_why(plain_wm:
     assert "decision-mine-edm-Breakout-s0" in names and "cause-mine-edm-Breakout-s0" not in names  # no paradigm
     only = [s.name for s in ddpm_vs_edm.stages(dataclasses.replace(opts, only_models=True))[1]]
     assert only == ["wm-mine-edm-Breakout-s0", "judges-Breakout"]
+
+
+def test_an_arm_whose_sampler_the_model_does_not_declare_is_left_out(plain_wm: str, tmp_path: Path) -> None:
+    planned, skipped = ddpm_vs_edm.plan(_opts(tmp_path, "eu=plain_wm:build_euler_only", only_models=True))
+    assert [p.label for p in planned] == ["eu EDM", "eu EDM chained"]
+    assert dict(skipped)["eu DDPM"] == "eu: under ddpm it declares the samplers ['euler'], not ddpm_ancestral"
 
 
 def test_memory_and_atari100k_add_the_model_and_memory_refuses_a_factory_in_set(plain_wm: str,
