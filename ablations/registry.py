@@ -21,6 +21,7 @@ SUITE_MODULES: dict[str, str] = {
     "ablation_nfe": "ablations.nfe",
     "ablation_conditioning": "ablations.conditioning",
     "ablation_memory": "ablations.memory",
+    "benchmark": "ablations.benchmark",
 }
 
 
