@@ -304,10 +304,10 @@ def plot_learning_curves(metrics: pd.DataFrame, path: str | Path, reference: Map
         df = metrics[(metrics["game"] == game) & metrics["eval/return"].notna()]
         for seed, run in df.groupby("seed"):
             ax.plot(run["env_steps"], run["eval/return"], marker="o", ms=3, label=f"seed {seed}")
-        styles = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
-        for (key, value), style in zip(reference.get(game, {}).items(), styles * 4):
+        styles = (("grey", "--"), ("tab:orange", ":"), ("tab:green", "-."), ("tab:red", (0, (5, 1, 1, 1))))
+        for (key, value), (colour, style) in zip(reference.get(game, {}).items(), styles * 4):
             if value is not None and np.isfinite(value):
-                ax.axhline(value, color="grey", ls=style, lw=1, label=key)
+                ax.axhline(value, color=colour, ls=style, lw=1.2, label=key)
         ax.set_title(game)
         ax.set_xlabel("env steps")
         ax.set_ylabel("return")
