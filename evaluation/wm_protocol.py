@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from diamond.data import to_float, to_uint8
 from diamond.diffusion.samplers import nfe
+from diamond.registry import declarations
 from evaluation.drift import drift_per_step
 from evaluation.video import compounding_error, mean_and_ci, world_model_metrics
 
@@ -110,12 +111,14 @@ def num_parameters(module: Any) -> int:
 
 @contextlib.contextmanager
 def _sampler(world_model: Any, sampler: str | None) -> Iterator[str]:
-    """Temporarily switch the world model's sampler (the NFE-driving choice varied at rollout time)."""
+    """Temporarily switch the world model's sampler (the NFE-driving choice varied at rollout time) to one it
+    declares (diamond/registry.py's declarations)."""
     previous = world_model.sampler
     if sampler is not None:
-        paradigm = getattr(world_model, "paradigm", None)
-        if paradigm is not None:
-            paradigm.check_sampler(sampler)
+        declared = declarations(world_model).samplers
+        if sampler not in declared:
+            raise ValueError(f"sampler {sampler!r} is not one {type(world_model).__name__} declares: "
+                             f"{list(declared)} (docs/plugins.md)")
         world_model.sampler = sampler
     try:
         yield world_model.sampler

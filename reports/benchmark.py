@@ -94,7 +94,8 @@ def long_table(entries: Sequence[Entry], pixel_step: int, memory_k: int) -> pd.D
                 rows += _from_rows(r[source]["rows"], source, names)
         if (r := _done(e.memory)) is not None:
             probe = pd.read_csv(e.memory.run_dir / r["probe_file"]).assign(seed=r["seed"])
-            for setting, name in ((MODEL, f"{who}, n=1"), (MEMORY_CEILING, MEMORY_CEILING), (MEMORY_FLOOR, MEMORY_FLOOR)):
+            for setting, name in ((MODEL, f"{who}, n=1"), (MEMORY_CEILING, MEMORY_CEILING),
+                                  (MEMORY_FLOOR, MEMORY_FLOOR)):
                 kept = kept_fraction(probe, setting).set_index("k")
                 if memory_k in kept.index:
                     k = kept.loc[memory_k]
@@ -158,7 +159,8 @@ def build_benchmark_report(ctx: ReportContext, entries: Sequence[Entry], pixel_s
             for r in ranks.to_dict("records")}
     cell.update({(r["row"], r["metric"]): format_ci(r["value"], r["ci_low"], r["ci_high"])
                  for r in table[table["reference"]].to_dict("records")})
-    order = [*dict.fromkeys(table.loc[~table["reference"], "row"]), *dict.fromkeys(table.loc[table["reference"], "row"])]
+    order = [*dict.fromkeys(table.loc[~table["reference"], "row"]),
+             *dict.fromkeys(table.loc[table["reference"], "row"])]
     wide = pd.DataFrame([{"model": row, **{m: cell.get((row, m), "–") for m in metrics}} for row in order])
     report.table(wide, "leaderboard", caption="Every metric of every model, with its ceiling and floor rows below "
                  "('–': not measured for that row, or, for memory kept, a model no better than blind even with the "

@@ -214,3 +214,17 @@ def test_evaluate_names_the_factory_a_checkpoint_was_trained_with(tmp_path: Path
     with pytest.raises(CheckpointError, match=r"trained with world_model.factory 'recurrent' .* pass "
                                               r"--set world_model.factory=recurrent"):
         load_agent(run / "checkpoints" / "last.pt", build_config("smoke"), 4, official=False)
+
+
+@pytest.mark.parametrize("factory, menu", [("plain_wm:build", ["shift"]),
+                                           ("plain_wm:build_declared", ["shift", "still"])])
+def test_plays_sampler_menu_fills_from_the_declaration(plain_wm: str, factory: str, menu: list[str]) -> None:
+    from diamond.agent import build_agent
+    from diamond.play_session import PlaySession
+
+    cfg = build_config("smoke", [f"world_model.factory={factory}"])
+    session = PlaySession(build_agent(cfg, 4), cfg, torch.device("cpu"))
+    assert session.samplers == menu and session.sampler == "shift"
+    session.configure(2, menu[-1])
+    with pytest.raises(ValueError, match="is not one of"):
+        session.configure(2, "euler")
