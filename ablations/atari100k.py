@@ -108,9 +108,11 @@ def report(opts: SuiteOptions) -> tuple[Path, Path]:
     from reports.atari100k import build_report  # the report stack (matplotlib, reportlab) loads only when needed
 
     specs = stages(opts)[0]
+    entrants = opts.entrants()
     labels = {run_name(s.kwargs["game"], s.kwargs["seed"], arm, e): e.label
-              for e in opts.entrants() if e.added for s in specs for arm in ARMS}
-    return build_report(opts.report_context(NAME), specs, default_seeds=DEFAULT_SEEDS, labels=labels)
+              for e in entrants if e.added for s in specs for arm in ARMS}
+    reads = {e.label: e.declarations(opts.profile, opts.overrides).config_fields for e in entrants}
+    return build_report(opts.report_context(NAME), specs, default_seeds=DEFAULT_SEEDS, labels=labels, reads=reads)
 
 
 SUITE = Suite(

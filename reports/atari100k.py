@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from diamond.config import build_config, to_dict
+from diamond.config import build_config, flatten, to_dict
 from diamond.io import atomic_write_text
 from evaluation import aggregate, baselines, plots
 from evaluation.atari import GAMES
@@ -32,6 +32,7 @@ REFERENCE_COLUMNS = ("Random", "Human")  # Table 1 columns that are reference sc
 GAMES_PER_BAR_FIGURE = 13  # 26 games as two legible figures
 METRIC_ORDER = ("mean", "median", "iqm", "optimality_gap")
 METRIC_NAMES = {"mean": "Mean", "median": "Median", "iqm": "IQM", "optimality_gap": "Optimality gap"}
+MODEL_KEYS = ("diffusion.", "denoiser.")  # the world model's keys; the others are the agent's and the trainer's
 SETTINGS = {  # label -> config key of the settings a reader needs to judge the numbers
     "world model (factory)": "world_model.factory", "diffusion paradigm": "diffusion.paradigm",
     "sampler": "diffusion.sampler",
@@ -160,7 +161,23 @@ def _figures(tidy: pd.DataFrame, agg: pd.DataFrame, profiles: pd.DataFrame, orde
             "bars": bars}
 
 
-def _settings(report: Report, results: pd.DataFrame, configs: list[dict], profile: str) -> None:
+def model_settings(results: pd.DataFrame, configs: list[dict], reads: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+    """One column per world model (its first run's config): factory, options, and the SETTINGS keys it declares
+    it reads (`reads`: model label -> config keys; a model absent from it shows every key)."""
+    columns = {}
+    for model, config in zip(results["model"], configs):
+        if model not in columns:
+            flat, keys = flatten(config), reads.get(model, SETTINGS.values())
+            columns[model] = {"world model (factory)": str(config["world_model"]["factory"]),
+                              "its options": str(config["world_model"].get("options") or {}),
+                              **{label: (str(flat.get(key, "–")) if key in keys or not key.startswith(MODEL_KEYS)
+                                         else "– (not read)") for label, key in SETTINGS.items()
+                                 if key != "world_model.factory"}}
+    return pd.DataFrame(columns).rename_axis("setting").reset_index()
+
+
+def _settings(report: Report, results: pd.DataFrame, configs: list[dict], profile: str,
+              reads: Mapping[str, Sequence[str]] | None = None) -> None:
     report.heading("Settings")
     hashes = [grid_config_hash(c) for c in configs]
     rows = [{"setting": "profile", "key": "profile", "value": ", ".join(pd.unique(results["profile"]))},
@@ -173,6 +190,10 @@ def _settings(report: Report, results: pd.DataFrame, configs: list[dict], profil
     table = pd.concat([pd.DataFrame(rows), settings_table(configs, SETTINGS), pd.DataFrame(wall_time_rows(results))],
                       ignore_index=True)
     report.table(table, "settings", caption="Settings read back from each run's config.yaml and result.json.")
+    if reads is not None:
+        report.table(model_settings(results, configs, reads), "settings_per_model",
+                     caption="Each world model's own settings: its factory and options, then the keys it declares it "
+                             "reads ('– (not read)': a key this model ignores).")
     diff = differences(configs, to_dict(build_config(profile)))
     if diff.empty:
         report.paragraph(f"Every run used the `{profile}` profile's defaults (no `--set` overrides).")
@@ -182,10 +203,12 @@ def _settings(report: Report, results: pd.DataFrame, configs: list[dict], profil
 
 
 def build_report(ctx: ReportContext, specs: Sequence[RunSpec], default_seeds: int,
-                 reps: BootstrapReps | None = None, labels: Mapping[str, str] | None = None) -> tuple[Path, Path]:
+                 reps: BootstrapReps | None = None, labels: Mapping[str, str] | None = None,
+                 reads: Mapping[str, Sequence[str]] | None = None) -> tuple[Path, Path]:
     """Write report.md and report.pdf (+ figures/, tables/) for the finished runs among `specs` (the suite's grid;
     `default_seeds`: the suite's full number of seeds per game, for the subset banner). `labels`: run name ->
-    the label of its world model (--models); other runs are named by their config's world_model.factory."""
+    the label of its world model (--models); other runs are named by their config's world_model.factory. `reads`:
+    model label -> the config keys it declares it reads, for the per-model settings table when several models ran."""
     reps = reps or BootstrapReps.from_env()
     results, missing = collect_results(specs)
     results["model"] = [(labels or {}).get(run) or str(read_config(Path(d)).get("world_model", {}).get("factory"))
@@ -215,7 +238,8 @@ def build_report(ctx: ReportContext, specs: Sequence[RunSpec], default_seeds: in
     grid_seeds = len({s.kwargs["seed"] for s in specs})
     for text in (profile_banner(ctx.profile), subset_banner(grid_games, GAMES, grid_seeds, default_seeds),
                  completion_banner(len(results), missing),
-                 settings_banner([grid_config_hash(c) for c in configs])):
+                 *(settings_banner([grid_config_hash(c) for c, m in zip(configs, results["model"]) if m == model])
+                   for model in dict.fromkeys(results["model"]))):
         if text:
             report.banner(text)
     report.paragraph(f"{len(results)} finished runs ({len(games)} games, at most "
@@ -276,7 +300,7 @@ def build_report(ctx: ReportContext, specs: Sequence[RunSpec], default_seeds: in
         report.figure(path, caption=f"Per-game HNS of {', '.join(models)} and the agents with released per-run scores: "
                                     "mean "
                                     "over runs, whiskers from min to max; dashed line: human.")
-    _settings(report, results, configs, ctx.profile)
+    _settings(report, results, configs, ctx.profile, reads if len(models) > 1 else None)
     report.heading("All runs")
     columns = ["run", "model", "seed", "score", "hns", "num_episodes", "env_steps", "epochs", "wall_time_s",
                "config_hash"]

@@ -190,8 +190,12 @@ def test_memory_and_atari100k_reports_name_the_model(plain_wm: str, tmp_path: Pa
     opts = _opts(tmp_path / "atari", f"mine={plain_wm}", seeds=1, games=("Breakout",), overrides=AGENT_TINY)
     monkeypatch.setenv("DIAMOND_REPORT_REPS", "5")
     _run(opts, atari100k.NAME, tmp_path)
-    per_game = pd.read_csv(opts.report_dir(atari100k.NAME) / "tables" / "per_game.csv")
-    assert {"diamond (ours)", "mine (ours)"} <= set(per_game.columns)
+    tables = opts.report_dir(atari100k.NAME) / "tables"
+    assert {"diamond (ours)", "mine (ours)"} <= set(pd.read_csv(tables / "per_game.csv").columns)
+    own = pd.read_csv(tables / "settings_per_model.csv").set_index("setting")
+    assert own.loc["world model (factory)", "mine"] == plain_wm and own.loc["denoiser channels", "mine"] == \
+        "– (not read)" and own.loc["denoiser channels", "diamond"] != "– (not read)"
+    assert "different configurations" not in (opts.report_dir(atari100k.NAME) / "report.md").read_text()
 
 
 def test_evaluate_names_the_factory_a_checkpoint_was_trained_with(tmp_path: Path) -> None:
