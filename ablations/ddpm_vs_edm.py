@@ -18,6 +18,13 @@ released `ddpm` branch steps diffusers' DDPMScheduler, the ancestral posterior s
 estimate to [-1, 1] at each step; the final frame is quantised to 8 bits (diamond/diffusion/paradigms.py,
 `DDPMConfig.quantize_each_step` = False).
 
+Models (ablations/entrants.py): the arms run on the config's world model (`diamond`) and on each --models entrant
+(--only-models: those alone); every arm is labelled by its model ("diamond EDM", "mine"). An arm runs on a model
+only if it applies (`Arm.refusal`, from what the model declares: the DDPM paradigm and its sampler, offset noise,
+chained training); the report lists the arms left out with the reason. The noise-level runs of stage 3 measure
+models that declare the arm's paradigm only. The suite's own model keeps its run names (wm-<arm>-...), an added
+model's carry its label (wm-<label>-<arm>-...).
+
 Seeds: --seeds N (default 2) training seeds for the paradigm pair; the other arms train the profile's
 `extra_seeds` of them (None: N). The report's tests use the spread between seeds (reports/ddpm_vs_edm_text.py).
 
