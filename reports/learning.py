@@ -71,6 +71,11 @@ def learning_section(report: Report, results: pd.DataFrame, out: Path, reps: int
                          "seeds, then episodes within each seed. 'learnt': the agent's CI lies wholly above every "
                          "control's. Per-episode returns: tables/episodes.csv.")
     report.paragraph(verdict_text(table))
+    per_seed = episodes.pivot_table(index=["game", "seed"], columns="policy", values="return", aggfunc="mean")
+    per_seed = per_seed[[p for p in ("agent", *learning.CONTROLS) if p in per_seed]].reset_index()
+    report.table(per_seed, "per_seed", float_fmt="{:.1f}",
+                 caption="Mean return per seed of the agent and of each control (the reward-blind column: that "
+                         "seed's twin). A control that matches the agent on a seed explains that seed's gain.")
     atomic_write_text(out / "tables" / "agent_vs_controls_long.csv", table.to_csv(index=False))
     atomic_write_text(out / "tables" / "episodes.csv", episodes.to_csv(index=False))
 

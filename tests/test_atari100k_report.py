@@ -220,6 +220,9 @@ def test_controls_grid_reports_the_twins_as_a_control_and_every_episode(tmp_path
     assert episodes.groupby("policy").size().to_dict() == {
         "agent": 12, "matched": 12, "reward-blind": 12, "sticky": 12, "uniform": 12}
     assert (pd.read_csv(md.parent / "tables" / "per_game.csv")["seeds"] == 2).all()  # agents only
+    per_seed = pd.read_csv(md.parent / "tables" / "per_seed.csv").set_index(["game", "seed"])
+    assert per_seed.loc[("Boxing", 1), "agent"] == pytest.approx(154 / 3)  # 51, 52, 51
+    assert per_seed.loc[("Boxing", 1), "reward-blind"] == pytest.approx(4 / 3)
     text = md.read_text()
     assert "above every control's on 1 of 2 games (Boxing)" in text
     assert "training.diag_every" in text and not (md.parent / "tables" / "diagnostics.csv").exists()
