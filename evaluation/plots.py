@@ -304,7 +304,7 @@ def plot_learning_curves(metrics: pd.DataFrame, path: str | Path, reference: Map
         df = metrics[(metrics["game"] == game) & metrics["eval/return"].notna()]
         for seed, run in df.groupby("seed"):
             ax.plot(run["env_steps"], run["eval/return"], marker="o", ms=3, label=f"seed {seed}")
-        styles = (("grey", "--"), ("tab:orange", ":"), ("tab:green", "-."), ("tab:red", (0, (5, 1, 1, 1))))
+        styles = (("grey", "--"), ("black", ":"), ("tab:olive", "-."), ("tab:cyan", (0, (5, 1, 1, 1))))  # not seeds' colours
         for (key, value), (colour, style) in zip(reference.get(game, {}).items(), styles * 4):
             if value is not None and np.isfinite(value):
                 ax.axhline(value, color=colour, ls=style, lw=1.2, label=key)
@@ -318,9 +318,13 @@ def plot_learning_curves(metrics: pd.DataFrame, path: str | Path, reference: Map
 
 def plot_diagnostics(metrics: pd.DataFrame, path: str | Path) -> Path:
     """Per-epoch diagnostics against env steps, one line per game (seeds averaged): world model MSE over
-    copy-last-frame, imagined minus real reward per step, policy entropy."""
+    copy-last-frame, R_ψ's reward AUROC (runs that logged it), imagined minus real reward per step, policy
+    entropy."""
     panels = {"diag/wm_over_copy": "world model / copy-last MSE (held-out)",
+              "diag/reward_auroc": "R_ψ reward AUROC (held-out)",
               "reward_gap": "imagined - real reward per step", "actor_critic/entropy": "policy entropy"}
+    if "diag/reward_auroc" not in metrics:  # runs made before it was logged
+        del panels["diag/reward_auroc"]
     df = metrics.copy()
     if {"imagination/reward_mean", "collect/reward_rate"} <= set(df):
         df["reward_gap"] = df["imagination/reward_mean"] - df["collect/reward_rate"]
@@ -333,6 +337,8 @@ def plot_diagnostics(metrics: pd.DataFrame, path: str | Path) -> Path:
                 ax.plot(curve.index, curve.values, marker=".", label=game)
         if key == "diag/wm_over_copy":
             ax.axhline(1.0, color="grey", ls="--", lw=1)
+        if key == "diag/reward_auroc":
+            ax.axhline(0.5, color="grey", ls="--", lw=1)
         if key == "reward_gap":
             ax.axhline(0.0, color="grey", ls="--", lw=1)
         ax.set_title(title, fontsize=9)
