@@ -22,17 +22,15 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from diamond.data import INDEX_FILE, ReplayBuffer
+from diamond.data import DATASET_SUMMARY as SUMMARY_FILE, ReplayBuffer, reuse_dataset
 from diamond.envs import AtariPreprocess, make_env
-from diamond.io import atomic_write_json, read_json
-
-RAM_BALL_X, RAM_BALL_Y, RAM_PADDLE_X = 99, 101, 72
+from diamond.io import atomic_write_json
+from evaluation.objects import RAM_BALL_X, RAM_BALL_Y, RAM_PADDLE_X  # Breakout's RAM map lives with the read-out
 BALL_CENTER_OFFSET = -48  # RAM[99] - 48 = screen column of the ball centre
 PADDLE_CENTER_OFFSET = -39  # RAM[72] - 39 = screen column of the paddle centre
 PADDLE_HIT_Y = 178  # RAM[101] where a falling ball meets the paddle (bounces seen at 175..182)
 BALL_X_RANGE = (57, 199)  # RAM[99] between the side walls; the ball reflects there
 PADDLE_CARRY = 6  # the paddle keeps sliding ~6-10 columns the step after a move (measured); aim with it
-SUMMARY_FILE = "summary.json"
 
 
 def _reflect(x: float, lo: float, hi: float) -> float:
@@ -141,19 +139,9 @@ def collect_static_dataset(out_dir: str | Path, num_frames: int = 100_000, seed:
     out_dir = Path(out_dir)
     settings = {"game": "Breakout", "num_frames": num_frames, "seed": seed, "epsilon": epsilon,
                 "random_games": random_games}
-    summary_path = out_dir / SUMMARY_FILE
-    if summary_path.exists():
-        summary = read_json(summary_path)
-        differing = {k: (summary.get(k), v) for k, v in settings.items() if summary.get(k) != v}
-        if differing:
-            raise ValueError(f"{summary_path} was collected with other settings (stored, asked): {differing}; "
-                             "use another directory or delete this one.")
-        if ReplayBuffer.load(out_dir).num_steps != summary["num_steps"]:
-            raise ValueError(f"{out_dir}: the replay does not hold the {summary['num_steps']} steps its summary lists.")
+    summary = reuse_dataset(out_dir, settings)
+    if summary is not None:
         return summary
-
-    for stale in [*out_dir.glob("episode_*.npz"), out_dir / INDEX_FILE]:  # leftovers of an interrupted run
-        stale.unlink(missing_ok=True)
     env = make_env("Breakout", train=True, seed=seed)
     expert = BreakoutExpert.for_env(env, epsilon=epsilon, rng=np.random.default_rng(seed))
     buffer = ReplayBuffer(out_dir)
@@ -189,5 +177,5 @@ def collect_static_dataset(out_dir: str | Path, num_frames: int = 100_000, seed:
         "random_mean_return": float(np.mean(rand)),
         "ram_addresses": {"ball_x": RAM_BALL_X, "ball_y": RAM_BALL_Y, "paddle_x": RAM_PADDLE_X},
     }
-    atomic_write_json(summary_path, summary)
+    atomic_write_json(out_dir / SUMMARY_FILE, summary)
     return summary

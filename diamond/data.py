@@ -9,7 +9,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -334,6 +334,28 @@ def sample_segments(
         act[b, trans], rew[b, trans], end[b, trans] = ep.act[idx[trans]], ep.rew[idx[trans]], ep.end[idx[trans]]
         mask[b], trans_mask[b] = real, trans
     return Segment(obs=obs, act=act, rew=rew, end=end, mask=mask, trans_mask=trans_mask)
+
+
+DATASET_SUMMARY = "summary.json"  # a static dataset's settings and size, written last: its presence means complete
+
+
+def reuse_dataset(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of the complete static dataset at `out_dir` when it was collected with `settings` (and its replay
+    holds the steps the summary lists); None after clearing the leftovers of an interrupted collection. Another
+    dataset in the folder is refused: one sentence naming the settings that differ."""
+    summary_path = out_dir / DATASET_SUMMARY
+    if summary_path.exists():
+        summary = read_json(summary_path)
+        differing = {k: (summary.get(k), v) for k, v in settings.items() if summary.get(k) != v}
+        if differing:
+            raise ValueError(f"{summary_path} was collected with other settings (stored, asked): {differing}; "
+                             "use another directory or delete this one.")
+        if ReplayBuffer.load(out_dir).num_steps != summary["num_steps"]:
+            raise ValueError(f"{out_dir}: the replay does not hold the {summary['num_steps']} steps its summary lists.")
+        return summary
+    for stale in [*out_dir.glob("episode_*.npz"), out_dir / INDEX_FILE]:
+        stale.unlink(missing_ok=True)
+    return None
 
 
 def class_frequencies(buffer: ReplayBuffer) -> tuple[list[float], list[float]]:

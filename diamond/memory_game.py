@@ -25,12 +25,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from diamond.data import INDEX_FILE, ReplayBuffer
-from diamond.io import atomic_write_json, read_json
+from diamond.data import DATASET_SUMMARY as SUMMARY_FILE, ReplayBuffer, reuse_dataset
+from diamond.io import atomic_write_json
 from diamond.toy_env import CUE_COLOURS
 
 GAME = "DelayedCue"  # the dataset's game name (not an ALE game: the suite gives its action count itself)
-SUMMARY_FILE = "summary.json"
 
 
 class DelayedCueEnv(gym.Env):
@@ -130,16 +129,9 @@ def collect_delayed_cue_dataset(out_dir: str | Path, *, num_frames: int, seed: i
     out_dir = Path(out_dir)
     settings = {"game": GAME, "num_frames": num_frames, "seed": seed, "num_actions": num_actions, "size": size,
                 "cue_frames": cue_frames, "max_delay": env.max_delay}
-    summary_path = out_dir / SUMMARY_FILE
-    if summary_path.exists():
-        summary = read_json(summary_path)
-        differing = {k: (summary.get(k), v) for k, v in settings.items() if summary.get(k) != v}
-        if differing:
-            raise ValueError(f"{summary_path} was collected with other settings (stored, asked): {differing}; "
-                             "use another directory or delete this one.")
+    summary = reuse_dataset(out_dir, settings)
+    if summary is not None:
         return summary
-    for stale in [*out_dir.glob("episode_*.npz"), out_dir / INDEX_FILE]:  # leftovers of an interrupted run
-        stale.unlink(missing_ok=True)
     buffer, rng, delays = ReplayBuffer(out_dir), np.random.default_rng(seed + 1), []
     steps = 0
     while steps < num_frames:  # whole episodes only: a cut one would hide its answer
@@ -155,5 +147,5 @@ def collect_delayed_cue_dataset(out_dir: str | Path, *, num_frames: int, seed: i
     buffer.save()
     summary = {**settings, "num_steps": buffer.num_steps, "num_episodes": buffer.num_episodes,
                "delay_counts": np.bincount(delays, minlength=env.max_delay + 1).tolist()}
-    atomic_write_json(summary_path, summary)
+    atomic_write_json(out_dir / SUMMARY_FILE, summary)
     return summary

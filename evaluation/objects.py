@@ -31,8 +31,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from ablations.breakout_expert import RAM_BALL_X, RAM_BALL_Y, RAM_PADDLE_X
-
+RAM_BALL_X, RAM_BALL_Y, RAM_PADDLE_X = 99, 101, 72  # also the scripted expert's inputs (ablations/breakout_expert.py)
 RAM_LIVES, RAM_SCORE_HUNDREDS, RAM_SCORE_UNITS = 57, 76, 77
 SCREEN = (210, 160)  # raw rows, columns
 ROWS, COLS = 6, 18  # bricks
