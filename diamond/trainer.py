@@ -153,6 +153,14 @@ class Trainer:
             out["collect/episode_return"] = float(np.mean(returns))
         return out
 
+    def collect_heldout(self, steps: int) -> ReplayBuffer:
+        """`steps` uniform-policy transitions of fresh games in a replay of their own, which no learner samples: held-out
+        data for measuring a model; the run's replay is left as it was and its next step starts a new game."""
+        train, self.replay, self._obs = self.replay, ReplayBuffer(), None
+        self.collect(steps, uniform=True, desc="held-out collection")
+        heldout, self.replay, self._obs = self.replay, train, None
+        return heldout
+
     def initial_collection(self) -> dict[str, float]:
         """Uniform policy for initial_collect_steps, extended by 100-step chunks until enough reward events."""
         t = self.cfg.training

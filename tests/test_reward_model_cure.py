@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from diamond.config import build_config
-from diamond.data import ReplayBuffer
 from diamond.diagnostics import newest_windows, reward_end_detection
 from diamond.trainer import Trainer
 
@@ -62,9 +61,8 @@ def heldout_auroc(tmp_path: Path, overrides: dict[str, Any], updates: int) -> di
     trainer = Trainer(cfg, tmp_path, env_factory=make_rare_event_env)
     trainer.initial_collection()
     trainer.train_phase("reward_end", updates)
-    trainer.replay, trainer._obs = ReplayBuffer(), None  # held out: later games, never trained on
-    trainer.collect(1500, uniform=True, desc="held-out")
-    w = newest_windows(trainer.replay, 1500, cfg.training.reward_end_seq_len + 1, trainer.device)
+    heldout = trainer.collect_heldout(1500)  # later games, never trained on
+    w = newest_windows(heldout, 1500, cfg.training.reward_end_seq_len + 1, trainer.device)
     return reward_end_detection(trainer.agent.reward_end, w)
 
 

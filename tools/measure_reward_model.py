@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 
 from diamond.config import build_config, to_dict
-from diamond.data import ReplayBuffer
 from diamond.diagnostics import newest_windows, reward_end_detection
 from diamond.io import atomic_write_json
 from diamond.trainer import Trainer
@@ -34,8 +33,7 @@ def measure(game: str, seed: int, overrides: list[str], heldout_steps: int, scal
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, tmp)
-        trainer.collect(heldout_steps, uniform=True, desc="held-out collection")  # games never trained on
-        heldout, trainer.replay, trainer._obs = trainer.replay, ReplayBuffer(), None
+        heldout = trainer.collect_heldout(heldout_steps)  # games never trained on
         w = newest_windows(heldout, heldout_steps, t.reward_end_seq_len + 1, torch.device("cpu"))
         score = lambda: {k.removeprefix("diag/"): v  # noqa: E731
                          for k, v in reward_end_detection(trainer.agent.reward_end, w).items()}
