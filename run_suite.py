@@ -5,11 +5,11 @@ A suite (ablations/<suite>.py) lists its runs in stages; each stage is one launc
 which skips finished runs and resumes partial ones, so the same command can be repeated until everything is
 done. A run depends on an earlier run when a path in its arguments lies inside that run's folder; such a run
 is not started while its input is unfinished, and is reported as blocked.
-A run folder that another process holds (diamond/rundir.py's lock) is "running elsewhere": it is left alone,
+A run folder that another process holds (diamond/run/rundir.py's lock) is "running elsewhere": it is left alone,
 not counted as failed. A finished run whose result.json cannot be read is failed, named, and the rest go on.
 Exit status: 0 all runs done and the report written, 1 a run failed or was blocked or the report could not
 be built, 2 a usage error, 74 the operating system refused a write, 75 nothing failed but some runs are still
-running elsewhere, 130 interrupted (the README's table; diamond/cli.py).
+running elsewhere, 130 interrupted (the README's table; diamond/run/cli.py).
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from typing import Any, Iterator, NoReturn
 
 from ablations.entrants import parse_models
 from ablations.registry import SUITE_MODULES, Suite, SuiteOptions, check_models, get_suite
-from diamond.cli import DEBUG_HELP, run_cli
-from diamond.config import PROFILES, build_config
-from diamond.errors import KnownError, UsageError
-from diamond.io import CorruptFileError, check_writable_folder
-from diamond.rundir import lock_holder
+from diamond.loop.config import PROFILES, build_config
+from diamond.loop.profiles import PROFILE_HELP
+from diamond.run.cli import DEBUG_HELP, run_cli
+from diamond.run.errors import KnownError, UsageError
+from diamond.run.io import CorruptFileError, check_writable_folder
+from diamond.run.rundir import lock_holder
 from evaluation.atari import check_game
 from reports.common import read_result
-from diamond.train import PROFILE_HELP
 from slurm.executors import EXECUTOR_KINDS, resolve_kind, slurm_reachable
 from slurm.launcher import ClusterConfig, RunSpec, dry_run_table, launch, load_cluster_config, run_status
 
@@ -48,7 +48,7 @@ examples:
   python run_suite.py --suite atari100k --profile smoke --games Breakout Pong --seeds 1
   # the full benchmark on a Slurm cluster (26 games x 5 seeds), at most 32 runs at once
   python run_suite.py --suite atari100k --executor slurm --cluster slurm/cluster.yaml --max-parallel 32
-  # change a setting of every run (dotted keys of diamond/config.py)
+  # change a setting of every run (dotted keys of diamond/loop/config.py)
   python run_suite.py --suite atari100k --profile small --set diffusion.num_steps=1 --out runs_nfe1
   # a world model of yours as an extra arm beside DIAMOND's (or alone, with --only-models)
   python run_suite.py --suite ablation_ddpm_vs_edm --profile smoke --models mine=mypackage.wm:build
@@ -279,7 +279,7 @@ def run_stages(stages: list[list[RunSpec]], args: argparse.Namespace, opts: Suit
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line under the shared error path (diamond/cli.py): returns the exit status."""
+    """The command line under the shared error path (diamond/run/cli.py): returns the exit status."""
     return run_cli("run_suite.py", _main, argv)
 
 

@@ -28,22 +28,29 @@ from tqdm import tqdm
 
 from ablations.atari100k import check_finished
 from ablations.breakout_expert import SUMMARY_FILE
-from ablations.registry import SuiteOptions
 from ablations.static_data import dataset_dir
 from ablations.static_wm import load_dataset, split_episodes
-from diamond.agent import build_agent
-from diamond.config import Config, build_config, config_hash, from_dict
-from diamond.data import INDEX_FILE, ReplayBuffer, to_float
-from diamond.diffusion.samplers import nfe
-from diamond.envs import make_env, num_actions
-from diamond.io import CorruptFileError, atomic_write, atomic_write_json, atomic_write_text, read_json, read_yaml
-from diamond.trainer import resolve_device
-from diamond.registry import build_world_model
-from diamond.world_model import WorldModel
+from ablations.suite import SuiteOptions
+from diamond.loop.agent import build_agent
+from diamond.loop.config import Config, build_config, config_hash, from_dict
+from diamond.loop.data import INDEX_FILE, ReplayBuffer, to_float
+from diamond.loop.envs import make_env, num_actions
+from diamond.loop.trainer import resolve_device
+from diamond.models.diffusion.samplers import nfe
+from diamond.models.registry import build_world_model
+from diamond.models.world_model import WorldModel
+from diamond.run.io import CorruptFileError, atomic_write, atomic_write_json, atomic_write_text, read_json, read_yaml
 from evaluation.compare import clip_resamples, frechet_replicates
 from evaluation.video import extract_features, frechet_distance, lpips_per_pair
-from evaluation.wm_protocol import (COPY_SETTING, generate, join_life_losses, load_feature_networks, num_parameters,
-                                     pick_starts, rollout_vs_real)
+from evaluation.wm_protocol import (
+    COPY_SETTING,
+    generate,
+    join_life_losses,
+    load_feature_networks,
+    num_parameters,
+    pick_starts,
+    rollout_vs_real,
+)
 from slurm.launcher import RunSpec
 
 CLIPS_FILE, ERRORS_FILE = "clips.npz", "rollout_errors.csv"

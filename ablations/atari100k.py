@@ -3,7 +3,7 @@
 One stage, one run per (game, seed) and world model, each `diamond.train:run` in
 runs/atari100k/<profile>/<game>-s<seed>[-<model>]/; with --controls also its reward-blind twin in
 <game>-s<seed>[-<model>]-reward-blind/ (imagined rewards shuffled), a control that every game counted as learnt must
-clear, beside the screen-blind policies each run measures (diamond/controls.py). World models: the config's
+clear, beside the screen-blind policies each run measures (diamond/loop/controls.py). World models: the config's
 (`diamond` unless --set world_model.factory changes it), then each --models entrant (its label in its run names),
 one report column each; --only-models runs the entrants alone.
 """
@@ -14,10 +14,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from ablations.entrants import Entrant
-from ablations.registry import Suite, SuiteOptions
-from diamond.config import PROFILES, Config, build_config, config_hash, to_dict
-from diamond.io import CorruptFileError, read_json
-from diamond.rundir import check_identity
+from ablations.suite import Suite, SuiteOptions
+from diamond.loop.config import PROFILES, Config, build_config, config_hash, to_dict
+from diamond.run.io import CorruptFileError, read_json
+from diamond.run.rundir import check_identity
 from evaluation.atari import GAMES, check_game
 from slurm.launcher import RunSpec
 
@@ -50,7 +50,7 @@ def gpu_hours(profile: str) -> float:
     return PAPER_GPU_HOURS * gradient_steps(build_config(profile)) / gradient_steps(build_config("paper"))
 
 
-REWARD_BLIND = "reward-blind"  # the twin trained with its imagined rewards shuffled (diamond/controls.py)
+REWARD_BLIND = "reward-blind"  # the twin trained with its imagined rewards shuffled (diamond/loop/controls.py)
 ARMS: dict[str, tuple[str, ...]] = {"agent": (), REWARD_BLIND: ("training.shuffle_imagined_rewards=true",)}
 
 

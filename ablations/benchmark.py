@@ -29,8 +29,8 @@ from pathlib import Path
 
 from ablations import ddpm_vs_edm, memory
 from ablations.entrants import Entrant
-from ablations.registry import Suite, SuiteOptions
 from ablations.static_data import dataset_dir
+from ablations.suite import Suite, SuiteOptions
 from slurm.launcher import RunSpec
 
 NAME = "benchmark"

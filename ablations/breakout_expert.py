@@ -22,10 +22,12 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from diamond.data import DATASET_SUMMARY as SUMMARY_FILE, ReplayBuffer, reuse_dataset
-from diamond.envs import AtariPreprocess, make_env
-from diamond.io import atomic_write_json
+from diamond.loop.data import DATASET_SUMMARY as SUMMARY_FILE
+from diamond.loop.data import ReplayBuffer, reuse_dataset
+from diamond.loop.envs import AtariPreprocess, make_env
+from diamond.run.io import atomic_write_json
 from evaluation.objects import RAM_BALL_X, RAM_BALL_Y, RAM_PADDLE_X  # Breakout's RAM map lives with the read-out
+
 BALL_CENTER_OFFSET = -48  # RAM[99] - 48 = screen column of the ball centre
 PADDLE_CENTER_OFFSET = -39  # RAM[72] - 39 = screen column of the paddle centre
 PADDLE_HIT_Y = 178  # RAM[101] where a falling ball meets the paddle (bounces seen at 175..182)

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ablations.arms import ClipProtocol, check_evaluation, check_finished, reject_overrides
-from ablations.registry import Suite, SuiteOptions
 from ablations.sampler import EXPERT_GAME, TEST_FRACTION
-from ablations.static_decision import decision_protocol
 from ablations.static_data import dataset_dir
-from diamond.config import build_config
+from ablations.static_decision import decision_protocol
+from ablations.suite import Suite, SuiteOptions
+from diamond.loop.config import build_config
 from slurm.launcher import RunSpec
 
 NAME = "ablation_conditioning"

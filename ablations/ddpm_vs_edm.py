@@ -15,7 +15,7 @@ arm, EDM with two chained predictions per segment (the released `main` branch: t
 conditioned on the first one's denoised estimate), separates the effect of the paradigm from the effect of
 chained training. Samplers: EDM uses Euler (the paper's sampler); DDPM uses ancestral sampling, because the
 released `ddpm` branch steps diffusers' DDPMScheduler, the ancestral posterior step, which clips the x0
-estimate to [-1, 1] at each step; the final frame is quantised to 8 bits (diamond/diffusion/paradigms.py,
+estimate to [-1, 1] at each step; the final frame is quantised to 8 bits (diamond/models/diffusion/paradigms.py,
 `DDPMConfig.quantize_each_step` = False).
 
 Models (ablations/entrants.py): the arms run on the config's world model (`diamond`) and on each --models entrant
@@ -39,7 +39,7 @@ Schedule choices, per profile (`PROFILE_SETTINGS`):
   batch size of Table 3 (32). Rollouts to t = 1000 for n ∈ {1, 2, 3, 5, 10} (Figure 3). All four arms.
 - small: the same 100k-frame dataset (collection takes minutes on a CPU; the data then match the
   paper's), 5k updates (minutes on one GPU), the full rollout protocol.
-- cpu: the whole suite on a 2-core CPU in about 2 hours (profile `cpu` of diamond/profiles.py: a
+- cpu: the whole suite on a 2-core CPU in about 2 hours (profile `cpu` of diamond/loop/profiles.py: a
   0.49 M-parameter U-Net [16, 16, 32, 32], one block per level, no bottleneck attention, batch 16, lr 1e-3).
   Arms EDM, DDPM and EDM offset 0.3, two seeds each (six models; the chained arm's cpu result at the
   released offset is kept in docs/results/ablation_ddpm_vs_edm-cpu/README.md). Measured here: 2.3 updates/s
@@ -65,11 +65,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ablations.entrants import Entrant
-from ablations.registry import Suite, SuiteOptions
+from ablations.static_data import dataset_dir
 from ablations.static_decision import decision_protocol
 from ablations.static_objects import object_protocol
-from ablations.static_data import dataset_dir
-from diamond.registry import Declarations
+from ablations.suite import Suite, SuiteOptions
+from diamond.models.registry import Declarations
 from slurm.launcher import RunSpec
 
 NAME = "ablation_ddpm_vs_edm"

@@ -2,7 +2,7 @@
 --set changes it) and the models `--models` adds, each named by its registered name or the user's label.
 
 A suite runs its arms on every entrant; an arm that cannot apply to a model (it declares no such paradigm, no
-offset noise, no chained training: diamond/registry.py's declarations) is left out for that model, and the
+offset noise, no chained training: diamond/models/registry.py's declarations) is left out for that model, and the
 report gives the reason. `--only-models` leaves out the suite's own model and runs only the added ones.
 """
 
@@ -10,14 +10,29 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import yaml
 
-from diamond.config import build_config
-from diamond.registry import FACTORY_KEY, OPTIONS_KEY, Declarations, declared
+from diamond.loop.config import build_config
+from diamond.models.registry import FACTORY_KEY, OPTIONS_KEY, Declarations, build_world_model, declarations, saved_rng
 
 MODELS_FLAG = "--models"
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+@lru_cache(maxsize=64)
+def _declared(factory: str, options: str, profile: str, overrides: tuple[str, ...], num_actions: int) -> Declarations:
+    cfg = build_config(profile, [*overrides, f"{FACTORY_KEY}={factory}", f"{OPTIONS_KEY}={options}"])
+    with saved_rng():
+        return declarations(build_world_model(cfg, num_actions))
+
+
+def declared(factory: str, options: str, profile: str, overrides: tuple[str, ...] = (),
+             num_actions: int = 4) -> Declarations:
+    """The declarations of the model `factory` builds (with `options`, a YAML mapping) at `profile`: built once
+    through the door (so a broken plug-in is refused when a suite is planned, not after training), then cached."""
+    return _declared(factory, options, profile, tuple(overrides), num_actions)
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,17 @@
 """Suite `ablation_memory`: memory mechanisms of a diffusion world model on the delayed-cue probe (issue 30).
 
-Data: the delayed-cue game (diamond/memory_game.py): a cue shown for PROBE_CONTEXT frames, hidden for a delay d
+Data: the delayed-cue game (diamond/loop/memory_game.py): a cue shown for PROBE_CONTEXT frames, hidden for a delay d
 drawn uniformly in 0..PROBE_CONTEXT, then an answer block in the cue's colour. Random actions, one dataset
 for every model. The delay is the occlusion: every probed k, the fully cue-free context (d = PROBE_CONTEXT)
 included, occurs in the training data of every model, in the same proportion.
 
-Mechanisms (`ARMS`), each a world model of diamond/registry.py with the same denoiser U-Net, schedule and data
+Mechanisms (`ARMS`), each a world model of diamond/models/registry.py with the same denoiser U-Net, schedule and data
 (`--models` enters more, each with the paper's L = 4 window, the same schedule and data; `--only-models` runs
 only those; `world_model.factory` and `.options` are chosen per arm, so --set refuses them):
 - frame stack, L = 4 (the paper's model): the cue is out of its window from k = 4;
 - frame stack, L = 16 (the control): its window is the whole probe context, blind only at k = 16;
 - cross-attention over L = 8 frames (App. J.2's conditioning): blind from k = 8;
-- recurrent memory (`world_model.factory=recurrent`, diamond/recurrent_wm.py): the frame stack of 4 plus a GRU
+- recurrent memory (`world_model.factory=recurrent`, diamond/models/recurrent_wm.py): the frame stack of 4 plus a GRU
   state over the 12 frames before it, blind at k = 16 only.
 Evaluation: the probe of evaluation/memory.py (error on the answer block, the fraction of information kept,
 ceiling and floor, context use with the cue swapped), then the open-loop per-step error against copying the
@@ -35,14 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ablations.registry import Suite, SuiteOptions
 from ablations.static_data import dataset_dir
 from ablations.static_wm import ProtocolSettings, StaticTrainer, evaluate, load_dataset, split_episodes
-from diamond.config import Config, build_config, config_hash, to_dict
-from diamond.io import atomic_write_json, atomic_write_text, atomic_write_yaml, read_json, read_jsonl
-from diamond.memory_game import GAME, DelayedCueEnv, collect_delayed_cue_dataset
-from diamond.registry import check_buildable
-from diamond.rundir import locked_run, record_identity
+from ablations.suite import Suite, SuiteOptions
+from diamond.loop.config import Config, build_config, config_hash, to_dict
+from diamond.loop.memory_game import GAME, DelayedCueEnv, collect_delayed_cue_dataset
+from diamond.models.registry import check_buildable
+from diamond.run.io import atomic_write_json, atomic_write_text, atomic_write_yaml, read_json, read_jsonl
+from diamond.run.rundir import locked_run, record_identity
 from evaluation.memory import cue_probe
 from evaluation.wm_protocol import num_parameters
 from slurm.launcher import RunSpec

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ablations import atari100k
 from ablations.arms import SamplingArm
-from ablations.registry import Suite, SuiteOptions
 from ablations.sampler import DEFAULT_SEEDS, VISUAL_GAMES, SamplingSuite
+from ablations.suite import Suite, SuiteOptions
 
 NAME = "ablation_nfe"
 NUM_STEPS = (1, 2, 3, 5, 10)  # the values of Figure 3

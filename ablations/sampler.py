@@ -28,12 +28,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ablations import atari100k
-from ablations.arms import (SAMPLER_NAMES, SAMPLING_KEYS, ClipProtocol, SamplingArm, agent_run_name, agent_specs,
-                            check_evaluation, check_finished, reject_overrides)
-from ablations.registry import Suite, SuiteOptions
+from ablations.arms import (
+    SAMPLER_NAMES,
+    SAMPLING_KEYS,
+    ClipProtocol,
+    SamplingArm,
+    agent_run_name,
+    agent_specs,
+    check_evaluation,
+    check_finished,
+    reject_overrides,
+)
 from ablations.static_data import dataset_dir
-from diamond.config import build_config
-from diamond.diffusion.paradigms import build_paradigm
+from ablations.suite import Suite, SuiteOptions
+from diamond.loop.config import build_config
+from diamond.models.diffusion.paradigms import build_paradigm
 from evaluation.atari import check_game
 from slurm.launcher import RunSpec
 

@@ -21,16 +21,28 @@ from typing import Any, Sequence
 
 import torch
 
-from ablations.static_wm import (TEST_FRACTION, _resolved_config, held_out_segments, load_dataset, load_trained_model,
-                                 masked_frames, split_episodes)
-from diamond.config import config_hash
-from diamond.envs import num_actions
-from diamond.io import atomic_write_json, atomic_write_text, read_json
-from diamond.rundir import locked_run, read_result
-from diamond.trainer import resolve_device
+from ablations.static_wm import (
+    TEST_FRACTION,
+    _resolved_config,
+    held_out_segments,
+    load_dataset,
+    load_trained_model,
+    masked_frames,
+    split_episodes,
+)
+from diamond.loop.config import config_hash
+from diamond.loop.envs import num_actions
+from diamond.loop.trainer import resolve_device
+from diamond.run.io import atomic_write_json, atomic_write_text, read_json
+from diamond.run.rundir import locked_run, read_result
 from evaluation.drift import reference_frames
-from evaluation.sigma_curve import (denoising_error_vs_sigma, missing_fields, paradigm_fields, sampler_sigmas,
-                                    variant_rollouts)
+from evaluation.sigma_curve import (
+    denoising_error_vs_sigma,
+    missing_fields,
+    paradigm_fields,
+    sampler_sigmas,
+    variant_rollouts,
+)
 
 VARIANTS_FILE = "variant_errors.csv"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ablations.breakout_expert import collect_static_dataset
-from diamond.io import atomic_write_json, read_json
-from diamond.rundir import locked_run
+from diamond.run.io import atomic_write_json, read_json
+from diamond.run.rundir import locked_run
 
 DATASET_SUBDIR = "dataset"
 EXPERT_GAMES = ("Breakout",)  # games with a scripted expert

@@ -21,13 +21,14 @@ import numpy as np
 
 from ablations.breakout_expert import BreakoutExpert
 from ablations.static_wm import _resolved_config, load_trained_model
-from diamond.config import config_hash, from_dict
-from diamond.envs import make_env, num_actions
-from diamond.io import atomic_write_json, read_json, read_yaml
-from diamond.rundir import locked_run, read_result
-from diamond.trainer import resolve_device
+from diamond.loop.config import config_hash, from_dict
+from diamond.loop.envs import make_env, num_actions
+from diamond.loop.trainer import resolve_device
+from diamond.run.io import atomic_write_json, read_json, read_yaml
+from diamond.run.rundir import locked_run, read_result
 from evaluation.decision import PolicyFactory
-from evaluation.decision_eval import DecisionSettings, decision_probes as _probes, prepare
+from evaluation.decision_eval import DecisionSettings, prepare
+from evaluation.decision_eval import decision_probes as _probes
 from evaluation.decision_models import load_judges
 from evaluation.emulator_wm import Policy, Probes
 from evaluation.wm_protocol import decision_fidelity

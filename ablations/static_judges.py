@@ -26,15 +26,21 @@ import torch
 
 from ablations.static_decision import GAME, JUDGES_FILE, check_game, decision_probes
 from ablations.static_wm import TEST_FRACTION, _resolved_config, load_dataset, split_episodes
-from diamond.checkpoint import load_checkpoint, save_checkpoint
-from diamond.config import config_hash
-from diamond.envs import num_actions
-from diamond.io import atomic_write_json, read_json
-from diamond.rundir import locked_run
+from diamond.loop.config import config_hash
+from diamond.loop.envs import num_actions
+from diamond.run.checkpoint import load_checkpoint, save_checkpoint
+from diamond.run.io import atomic_write_json, read_json
+from diamond.run.rundir import locked_run
 from evaluation.decision import merge_actions_by_effect
 from evaluation.decision_eval import DecisionSettings
-from evaluation.decision_models import (balanced_accuracy, reward_end_heldout, save_judges, train_event_detector,
-                                        train_inverse_dynamics, train_reward_end)
+from evaluation.decision_models import (
+    balanced_accuracy,
+    reward_end_heldout,
+    save_judges,
+    train_event_detector,
+    train_inverse_dynamics,
+    train_reward_end,
+)
 from evaluation.emulator_wm import EmulatorWorldModel
 
 REWARD_END_PROGRESS = "checkpoints/reward_end.pt"

@@ -20,11 +20,11 @@ import torch
 
 from ablations.static_decision import GAME, PROBE_EPSILON, _expert, action_meanings, check_game, decision_probes
 from ablations.static_wm import _resolved_config, load_trained_model
-from diamond.config import config_hash
-from diamond.envs import num_actions
-from diamond.io import atomic_write_json, read_json
-from diamond.rundir import locked_run, read_result
-from diamond.trainer import resolve_device
+from diamond.loop.config import config_hash
+from diamond.loop.envs import num_actions
+from diamond.loop.trainer import resolve_device
+from diamond.run.io import atomic_write_json, read_json
+from diamond.run.rundir import locked_run, read_result
 from evaluation.decision_eval import DecisionSettings
 from evaluation.emulator_wm import Policy
 from evaluation.object_metrics import object_fidelity, prepare_objects

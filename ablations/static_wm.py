@@ -20,19 +20,31 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from diamond.agent import make_optimizer, warmup_schedule
-from diamond.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
-from diamond.config import Config, build_config, config_hash, to_dict
-from diamond.data import ReplayBuffer, sample_segments, to_float
-from diamond.envs import num_actions
-from diamond.io import (append_jsonl, atomic_write, atomic_write_json, atomic_write_text,
-                        atomic_write_yaml, read_json, read_jsonl)
-from diamond.rundir import locked_run, record_identity, repair_metrics
-from diamond.trainer import resolve_device
-from diamond.registry import build_world_model, check_buildable
+from diamond.loop.agent import make_optimizer, warmup_schedule
+from diamond.loop.config import Config, build_config, config_hash, to_dict
+from diamond.loop.data import ReplayBuffer, sample_segments, to_float
+from diamond.loop.envs import num_actions
+from diamond.loop.trainer import resolve_device
+from diamond.models.registry import build_world_model, check_buildable
+from diamond.run.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from diamond.run.io import (
+    append_jsonl,
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_yaml,
+    read_json,
+    read_jsonl,
+)
+from diamond.run.rundir import locked_run, record_identity, repair_metrics
 from evaluation.drift import reference_frames
-from evaluation.wm_protocol import (clip_metrics, error_table_times, load_feature_networks, num_parameters,
-                                     rollout_vs_real)
+from evaluation.wm_protocol import (
+    clip_metrics,
+    error_table_times,
+    load_feature_networks,
+    num_parameters,
+    rollout_vs_real,
+)
 
 StepHook = Callable[[int], None]
 TEST_SEGMENT_SEED = 12345  # fixed test batches and noise: test losses are comparable across steps and runs
@@ -230,9 +242,9 @@ def run_config(profile: str, overrides: Sequence[str], seed: int, game: str) -> 
 
 def _resolved_config(run_dir: Path, profile: str, overrides: Sequence[str], seed: int, game: str,
                      extra_identity: dict[str, Any] | None = None) -> Config:
-    """The run's config, claimed for the folder (diamond/rundir.py) with any `extra_identity` keys: resuming with
+    """The run's config, claimed for the folder (diamond/run/rundir.py) with any `extra_identity` keys: resuming with
     different arguments fails, naming the differing keys, instead of mixing two configs. The world model is built
-    and probed first (diamond/registry.py): a refused one claims no folder."""
+    and probed first (diamond/models/registry.py): a refused one claims no folder."""
     cfg = run_config(profile, overrides, seed, game)
     check_buildable(cfg, num_actions(game))
     record_identity(run_dir, {"game": game, "seed": seed, "profile": profile, "config_hash": config_hash(cfg),

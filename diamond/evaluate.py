@@ -10,10 +10,10 @@
 The protocol is the trainer's own evaluation (Trainer.evaluate, reused, not copied): full test games
 (no life-loss termination, raw rewards, up to 108k frames), the policy's actions sampled, ε = 0, the
 per-seed score the mean return. --official reads the released format (`denoiser.`, `rew_end_model.`,
-`actor_critic.` prefixes) through the key mapping of diamond/official.py. The folder gets config.yaml
+`actor_critic.` prefixes) through the key mapping of diamond/models/official.py. The folder gets config.yaml
 and result.json (the fields of a trained run's result.json); with --out runs/atari100k/<profile>/<Game>-s<seed>
 `run_suite.py --suite atari100k --profile <profile> --report-only` reports it beside trained runs.
---out follows the run-folder rules of diamond.train (diamond/rundir.py): its identity in run.json, a lock
+--out follows the run-folder rules of diamond.train (diamond/run/rundir.py): its identity in run.json, a lock
 while it works, and a refusal in one sentence of a folder that holds another run, a training run, or a
 result this command did not make; the same evaluation again does nothing.
 """
@@ -28,16 +28,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from diamond.agent import Agent, build_agent
-from diamond.cli import DEBUG_HELP, run_cli
-from diamond.config import FIELD_RULES, PROFILES, Config, TrainingConfig, build_config, config_hash, to_dict
-from diamond.errors import KnownError, RunFolderError, UsageError
-from diamond.games import GAMES, human_normalized_score
-from diamond.io import atomic_write_json, atomic_write_yaml, read_yaml
-from diamond.official import convert_agent
-from diamond.rundir import IDENTITY_FILE, check_identity, hold_lock, read_result, record_identity
-from diamond.train import PROFILE_HELP, check_device, check_game, check_seed
-from diamond.trainer import Trainer, resolve_device
+from diamond.loop.agent import Agent, build_agent
+from diamond.loop.config import FIELD_RULES, PROFILES, Config, TrainingConfig, build_config, config_hash, to_dict
+from diamond.loop.games import GAMES, human_normalized_score
+from diamond.loop.profiles import PROFILE_HELP
+from diamond.loop.trainer import Trainer, check_gpu, resolve_device
+from diamond.models.official import convert_agent
+from diamond.run.cli import DEBUG_HELP, run_cli
+from diamond.run.errors import KnownError, RunFolderError, UsageError
+from diamond.run.io import atomic_write_json, atomic_write_yaml, read_yaml
+from diamond.run.rundir import IDENTITY_FILE, check_identity, hold_lock, read_result, record_identity
+from diamond.train import check_game, check_seed
 
 PROG = "python -m diamond.evaluate"
 MAX_EPISODES = FIELD_RULES[TrainingConfig]["eval_episodes"].hi
@@ -119,7 +120,7 @@ class _Evaluation:
     evaluate, agent_policy = Trainer.evaluate, Trainer.agent_policy
 
     def __init__(self, cfg: Config, agent: Agent, num_actions: int) -> None:
-        from diamond.envs import make_env
+        from diamond.loop.envs import make_env
 
         self.cfg, self.num_actions, self.make_env = cfg, num_actions, make_env
         self.device = resolve_device(cfg.perf.device)
@@ -195,7 +196,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line under the shared error path (diamond/cli.py): returns the exit status."""
+    """The command line under the shared error path (diamond/run/cli.py): returns the exit status."""
     return run_cli(PROG, _main, argv)
 
 
@@ -204,11 +205,11 @@ def _main(argv: list[str]) -> int:
     check_seed(args.seed)
     check_game(args.game)
     cfg = build_config(args.profile, list(args.overrides), seed=args.seed, **{"env.game": args.game})
-    check_device(cfg)
+    check_gpu(cfg)
     episodes = cfg.training.eval_episodes if args.episodes is None else args.episodes
     if not 1 <= episodes <= MAX_EPISODES:
         raise UsageError(f"--episodes must be an integer in [1, {MAX_EPISODES}], got {episodes}.")
-    from diamond.envs import num_actions
+    from diamond.loop.envs import num_actions
 
     agent = load_agent(args.checkpoint, cfg, num_actions(cfg.env.game), args.official)  # a bad file: before --out
     identity = {"game": cfg.env.game, "seed": cfg.seed, "profile": cfg.profile, "config_hash": config_hash(cfg)}

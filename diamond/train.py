@@ -1,8 +1,8 @@
 """Command line for one run: `python -m diamond.train --game Breakout --seed 0 --profile smoke --out runs/x [a.b=c ...]`.
 
 Starting the same command again resumes from the last checkpoint; on a finished run it does nothing. A run
-folder belongs to one run (diamond/rundir.py): another game, seed, profile or config is refused, and a second
-process on a folder that is running fails at once. Exit statuses: see diamond/cli.py."""
+folder belongs to one run (diamond/run/rundir.py): another game, seed, profile or config is refused, and a second
+process on a folder that is running fails at once. Exit statuses: see diamond/run/cli.py."""
 
 from __future__ import annotations
 
@@ -15,13 +15,15 @@ from typing import Any
 
 import torch
 
-from diamond.cli import DEBUG_HELP, run_cli
-from diamond.config import MAX_SEED, PROFILES, Config, build_config, config_hash, to_dict
-from diamond.envs import ATARI_100K_GAMES, num_actions, validate_game
-from diamond.errors import UsageError
-from diamond.io import CorruptFileError
-from diamond.registry import check_buildable
-from diamond.rundir import claim, read_result
+from diamond.loop.config import MAX_SEED, PROFILES, Config, build_config, config_hash, to_dict
+from diamond.loop.envs import ATARI_100K_GAMES, num_actions, validate_game
+from diamond.loop.profiles import PROFILE_HELP
+from diamond.loop.trainer import check_gpu, schedule
+from diamond.models.registry import check_buildable
+from diamond.run.cli import DEBUG_HELP, run_cli
+from diamond.run.errors import UsageError
+from diamond.run.io import CorruptFileError
+from diamond.run.rundir import claim, read_result
 
 # Seconds per update of the paper-size networks at batch 32 on one core of a 2-core AMD EPYC, measured by
 # `python -m diamond.bench --profile paper` (docs/performance.md); a CPU run is warned about with them.
@@ -29,14 +31,12 @@ CPU_SECONDS_PER_UPDATE = {"denoiser_update": 24.2, "reward_end_update": 33.0, "a
 WARN_ABOVE_HOURS = 1.0
 PAPER_CHANNELS = build_config("paper").denoiser.channels  # the networks those figures were measured on
 PROG = "python -m diamond.train"
-PROFILE_HELP = ("paper = Tables 2-3; small = paper networks, a short schedule (a GPU in under an hour); smoke = tiny "
-                "networks, a CPU in about a minute; cpu = small networks, one CPU run in about 20 minutes")
 
 
 def run(run_dir: str | Path, game: str, seed: int = 0, profile: str = "paper", overrides: list[str] | None = None,
         epoch_hook: Any = None) -> dict[str, Any]:
     """Train (or resume) one run in `run_dir` and return its result; the entry point the launcher calls."""
-    from diamond.trainer import Trainer
+    from diamond.loop.trainer import Trainer
 
     cfg = build_config(profile, overrides or [], seed=seed, **{"env.game": game})
     if not torch.cuda.is_available() or cfg.perf.device == "cpu":
@@ -60,20 +60,6 @@ def check_seed(seed: int) -> None:
         raise UsageError(f"--seed must be an integer in [0, {MAX_SEED}], got {seed}")
 
 
-def check_device(cfg: Config) -> None:
-    """perf.device=cuda on a machine without a usable GPU: one sentence, not a CUDA traceback mid-run."""
-    device = cfg.perf.device
-    if not device.startswith("cuda"):
-        return
-    if not torch.cuda.is_available():
-        raise UsageError(f"perf.device={device} asks for a GPU, but PyTorch sees none here; use perf.device=cpu "
-                         "(or auto), or run on a machine with a GPU")
-    index = int(device.partition(":")[2] or 0)
-    if index >= torch.cuda.device_count():
-        raise UsageError(f"perf.device={device}: this machine has {torch.cuda.device_count()} GPU(s), "
-                         f"numbered from 0")
-
-
 def check_game(game: str) -> None:
     """--game must name an ALE game; a near miss of an Atari 100k game is suggested, not the ~100 names."""
     try:
@@ -88,8 +74,6 @@ def check_game(game: str) -> None:
 
 def projected_cpu_hours(cfg: Config) -> float:
     """Hours of the run's updates at the measured CPU speed, scaled linearly by the batch size."""
-    from diamond.bench import schedule
-
     counts = schedule(cfg, eval_episode_steps=0)
     scale = cfg.training.batch_size / 32
     return sum(counts[k] * s * scale for k, s in CPU_SECONDS_PER_UPDATE.items()) / 3600
@@ -110,7 +94,7 @@ def warn_if_cpu(cfg: Config) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line under the shared error path (diamond/cli.py): returns the exit status."""
+    """The command line under the shared error path (diamond/run/cli.py): returns the exit status."""
     return run_cli(PROG, _main, argv)
 
 
@@ -119,7 +103,7 @@ def _main(argv: list[str]) -> int:
         prog=PROG,
         description="Train DIAMOND on one Atari 100k game (Algorithm 1), writing one resumable run folder.",
         epilog="Overrides are dotted config keys, e.g. diffusion.sampler=heun diffusion.num_steps=5 "
-               "diffusion.edm.sigma_offset_noise=0 training.epochs=10. See diamond/config.py for every field. "
+               "diffusion.edm.sigma_offset_noise=0 training.epochs=10. See diamond/loop/config.py for every field. "
                f"{DEBUG_HELP} Exit statuses: see the README.",
     )
     parser.add_argument("--game", required=True, help="Atari game, e.g. Breakout (the 26 Atari 100k games)")
@@ -132,7 +116,7 @@ def _main(argv: list[str]) -> int:
     check_seed(args.seed)
     check_game(args.game)
     cfg = build_config(args.profile, args.overrides, seed=args.seed, **{"env.game": args.game})
-    check_device(cfg)
+    check_gpu(cfg)
     warn_if_cpu(cfg)
     result = run(args.out, args.game, args.seed, args.profile, args.overrides)
     print(f"{args.game} seed {args.seed}: mean return {result['mean_return']:.1f} over {result['num_episodes']} "

@@ -1,6 +1,6 @@
 """Reference scores of the 26 Atari 100k games and the human-normalized score (HNS).
 
-The games, random and human scores are diamond/games.py's (the trainer needs them too, and layers import
+The games, random and human scores are diamond/loop/games.py's (the trainer needs them too, and layers import
 downward); this module re-exports them and checks at import that the package's transcription of the paper's
 Table 1 (`data/table1.csv`, whose first two columns are those scores) agrees, so the two cannot drift apart.
 """
@@ -13,8 +13,8 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from diamond.games import GAMES, HUMAN_SCORES, RANDOM_SCORES, check_game, human_normalized_score
-from diamond.io import CorruptFileError
+from diamond.loop.games import GAMES, HUMAN_SCORES, RANDOM_SCORES, check_game, human_normalized_score
+from diamond.run.io import CorruptFileError
 
 __all__ = ["GAMES", "HUMAN_SCORES", "RANDOM_SCORES", "TABLE1_FILE", "add_hns", "check_game",
            "human_normalized_score", "read_package_csv"]
@@ -32,13 +32,13 @@ def read_package_csv(name: str) -> pd.DataFrame:
 
 
 def _check_table1() -> None:
-    """table1.csv's game, Random and Human columns must equal diamond/games.py's, in the same order."""
+    """table1.csv's game, Random and Human columns must equal diamond/loop/games.py's, in the same order."""
     table = read_package_csv(TABLE1_FILE)
     missing = {"game", "Random", "Human"} - set(table.columns)
     if missing or tuple(str(g) for g in table["game"]) != GAMES or [
             (RANDOM_SCORES[g], HUMAN_SCORES[g]) for g in GAMES] != list(zip(table["Random"], table["Human"])):
         raise CorruptFileError(f"evaluation/data/{TABLE1_FILE}: its game, Random and Human columns must equal "
-                               f"diamond/games.py's 26 games and scores (missing columns: {sorted(missing)})")
+                               f"diamond/loop/games.py's 26 games and scores (missing columns: {sorted(missing)})")
 
 
 _check_table1()

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from diamond.io import CorruptFileError
+from diamond.run.io import CorruptFileError
 from evaluation.atari import GAMES, HUMAN_SCORES, RANDOM_SCORES, read_package_csv
 
 PROVENANCE_FILE = "PROVENANCE.json"

@@ -8,8 +8,9 @@ whose true futures the emulator gives for any action, and is read between a ceil
 and a floor (an action-blind model); a metric whose ceiling and floor are not `separated` is not reported.
 
 A world model is anything with `num_history` (L) and `predict_next(obs_hist [B, L, 3, H, W] in [-1, 1],
-act_hist [B, L]) -> [B, 3, H, W]` (a_t last); a reward model anything called like R_ψ (diamond/nets/reward_end.py):
-`(obs, act, next_obs [B, T, ...], state) -> (reward logits [B, T, 3], end logits [B, T, 2], state)`.
+act_hist [B, L]) -> [B, 3, H, W]` (a_t last); a reward model anything called like R_ψ
+(diamond/models/nets/reward_end.py): `(obs, act, next_obs [B, T, ...], state) -> (reward logits [B, T, 3], end
+logits [B, T, 2], state)`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from diamond.data import to_float, to_uint8
+from diamond.loop.data import to_float, to_uint8
 from evaluation.emulator_wm import Policy, Probes, emulator_env, restore
 
 PolicyFactory = Callable[[np.random.Generator], Policy]  # a fresh policy (its own ε-stream) per real rollout
@@ -115,7 +116,7 @@ def rollout(model: Any, probes: Probes, actions: np.ndarray) -> np.ndarray:
     hist = torch.from_numpy(np.repeat(probes.act, s, axis=0)).to(device)
     flat = torch.from_numpy(actions.reshape(k * s, t)).to(device)
     out = np.empty((k * s, t, *probes.obs.shape[2:]), np.uint8)
-    memory, state = getattr(model, "memory", None), None  # a recurrent model (diamond/registry.py) carries a state
+    memory, state = getattr(model, "memory", None), None  # a recurrent model (docs/plugins.md) carries a state
     for i in range(t):
         hist = torch.cat([hist[:, :-1], flat[:, i : i + 1]], dim=1)
         nxt = model.predict_next(obs, hist, **({} if state is None else {"state": state}))

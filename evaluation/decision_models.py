@@ -2,8 +2,8 @@
 
 - an inverse-dynamics model (a small conv net): frames t-1, t, t+1 -> the class of a_t (evaluation/decision.py
   merges actions that the game makes indistinguishable);
-- R_ψ (diamond/nets/reward_end.py, the agent's reward/termination model) trained with the project's loss
-  (diamond.agent.reward_end_loss) on the same static data, so imagined trajectories can be given returns.
+- R_ψ (diamond/models/nets/reward_end.py, the agent's reward/termination model) trained with the project's loss
+  (diamond.loop.agent.reward_end_loss) on the same static data, so imagined trajectories can be given returns.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from diamond.agent import build_reward_end, make_optimizer, reward_end_loss, warmup_schedule
-from diamond.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
-from diamond.config import config_hash
-from diamond.data import ReplayBuffer, class_frequencies, sample_segments, to_float
-from diamond.io import CorruptFileError
-from diamond.nets.reward_end import LogPriorOffset
+from diamond.loop.agent import build_reward_end, make_optimizer, reward_end_loss, warmup_schedule
+from diamond.loop.config import config_hash
+from diamond.loop.data import ReplayBuffer, class_frequencies, sample_segments, to_float
+from diamond.models.nets.reward_end import LogPriorOffset
+from diamond.run.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from diamond.run.io import CorruptFileError
 from evaluation.decision import ActionMerge, idm_inputs
 
 

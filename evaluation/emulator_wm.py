@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diamond.data import to_float, to_uint8
-from diamond.envs import AtariPreprocess, make_env
+from diamond.loop.data import to_float, to_uint8
+from diamond.loop.envs import AtariPreprocess, make_env
 
 Policy = Callable[[AtariPreprocess], int]
 

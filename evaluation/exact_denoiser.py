@@ -2,7 +2,7 @@
 
 For data x0 ~ N(mu, s^2) (per pixel) the denoiser is known in closed form, D(x; σ) = mu + s^2 / (s^2 + σ^2)
 (x - mu), so what a sampler does at n steps is a fact about the sampler and the grid, free of any network:
-it is what an agent's world model would do with a perfect D_θ. Every sampler of diamond/diffusion/samplers.py
+it is what an agent's world model would do with a perfect D_θ. Every sampler of diamond/models/diffusion/samplers.py
 is then affine in its initial noise and in the noise it injects, so its output is Gaussian:
 - deterministic samplers (Euler, Heun) are measured exactly: the real sampler code is run on x = 0 and x = 1,
   which gives the affine map, and the moments of the initial noise are pushed through it (float64; the
@@ -23,8 +23,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from diamond.diffusion.paradigms import Paradigm
-from diamond.diffusion.samplers import DenoiseFn, get_sampler, nfe
+from diamond.models.diffusion.paradigms import Paradigm
+from diamond.models.diffusion.samplers import DenoiseFn, get_sampler, nfe
 
 DETERMINISTIC = ("euler", "heun", "ddim")
 INITS = {"paradigm": "the paradigm's initial noise", "marginal": "the exact marginal at the first σ"}

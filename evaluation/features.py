@@ -28,7 +28,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from diamond.io import CorruptFileError
+from diamond.run.checkpoint import load_state_dict_file
+from diamond.run.io import CorruptFileError
 
 ALLOW_DOWNLOAD_ENV = "DIAMOND_ALLOW_DOWNLOAD"
 INCEPTION_ENV = "DIAMOND_INCEPTION_WEIGHTS"
@@ -93,17 +94,6 @@ def resolve_weights(
         except Exception as e:  # any network/IO failure becomes the one clear error below
             reason = f"downloading {url} failed ({type(e).__name__}: {e})"
     raise FeatureNetworkUnavailable(f"{what} weights not found and {reason}; {where}.")
-
-
-def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """torch.load with weights_only=True; anything but a flat name->tensor dict is a corrupt file."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CorruptFileError(f"{path}: not a readable PyTorch weights file ({type(e).__name__}: {e})") from e
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CorruptFileError(f"{path}: expected a state dict (name -> tensor), got {type(state).__name__}")
-    return state
 
 
 @contextlib.contextmanager

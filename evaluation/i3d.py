@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diamond.io import CorruptFileError
-from evaluation.features import load_state_dict_file
+from diamond.run.checkpoint import load_state_dict_file
+from diamond.run.io import CorruptFileError
 
 I3D_SIZE = 224  # the reference resizes every frame to 224x224
 KINETICS_CLASSES = 400

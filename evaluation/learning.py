@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from diamond.io import read_jsonl
+from diamond.run.io import read_jsonl
 
 DIAG_KEYS = ("diag/wm_mse", "diag/copy_last_mse", "diag/wm_over_copy", "diag/reward_tp", "diag/reward_fp",
              "diag/reward_fn", "diag/end_tp", "diag/end_fp", "diag/end_fn", "imagination/reward_mean",
@@ -42,7 +42,7 @@ def cluster_bootstrap_mean(per_seed: Sequence[Sequence[float]], reps: int = 2_00
     return point, float(low), float(high)
 
 
-CONTROLS = ("uniform", "matched", "sticky", "reward-blind")  # diamond/controls.py; reward-blind: the twin runs
+CONTROLS = ("uniform", "matched", "sticky", "reward-blind")  # diamond/loop/controls.py; reward-blind: the twin runs
 
 
 def episode_table(results: pd.DataFrame, blind: pd.DataFrame | None = None) -> pd.DataFrame:

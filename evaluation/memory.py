@@ -1,4 +1,4 @@
-"""Memory probe on the delayed-cue game (diamond/memory_game.py): what a world model keeps of a cue it no
+"""Memory probe on the delayed-cue game (diamond/loop/memory_game.py): what a world model keeps of a cue it no
 longer sees.
 
 Each start is a cue c; for each k, the model gets the C = cue_frames frames before the answer of the episode
@@ -29,9 +29,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from diamond.data import to_float, to_uint8
-from diamond.memory_game import DelayedCueEnv
-from diamond.toy_env import CUE_COLOURS
+from diamond.loop.data import to_float, to_uint8
+from diamond.loop.memory_game import DelayedCueEnv
+from diamond.loop.toy_env import CUE_COLOURS
 from evaluation.wm_protocol import _device
 
 CEILING = "ceiling: env (knows the cue)"
@@ -44,7 +44,7 @@ INTACT, SWAPPED = "intact", "swapped"  # the context shows the start's cue, or t
 def predict_occluded(world_model: Any, context: Tensor, act: Tensor, num_steps: int | None,
                      generator: torch.Generator | None) -> Tensor:
     """The model's next frame after a context [B, C, ...] in [-1, 1] with actions [B, C] (a_t last): the frames
-    before its L-frame window go into its memory (diamond/registry.py), the window to predict_next."""
+    before its L-frame window go into its memory (diamond/models/registry.py), the window to predict_next."""
     L, C = world_model.num_history, context.shape[1]
     state = world_model.memory(context[:, : C - L], act[:, : C - L]) if C > L else None
     return world_model.predict_next(context[:, C - L :], act[:, C - L :], num_steps=num_steps, generator=generator,

@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from rliable import plot_utils
 
-from diamond.io import atomic_write_bytes
+from diamond.run.io import atomic_write_bytes
 from evaluation.aggregate import tidy_hns
 from evaluation.atari import GAMES
 

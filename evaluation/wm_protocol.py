@@ -15,7 +15,7 @@ generated frame has a real frame to be compared with:
 
 A world model is anything with `num_history` (L), `sampler`, `predict_next(obs_hist [B,L,3,H,W] in
 [-1,1], act_hist [B,L], num_steps=n, generator=g) -> [B,3,H,W]` and (as an nn.Module) parameters; one with
-a `memory` (the protocol of diamond/registry.py) gets each frame that leaves its window and passes its
+a `memory` (the protocol of diamond/models/registry.py) gets each frame that leaves its window and passes its
 state back to `predict_next`.
 """
 
@@ -33,9 +33,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from diamond.data import to_float, to_uint8
-from diamond.diffusion.samplers import nfe
-from diamond.registry import declarations
+from diamond.loop.data import to_float, to_uint8
+from diamond.models.diffusion.samplers import nfe
+from diamond.models.registry import declarations
 from evaluation.drift import drift_per_step
 from evaluation.video import compounding_error, mean_and_ci, world_model_metrics
 
@@ -62,7 +62,7 @@ def join_life_losses(episodes: Iterable[Any]) -> list[Trajectory]:
     """Real trajectories from episodes, joining an episode to the previous one when it continues the same game.
 
     The training env ends an episode at every life loss and then continues the game from the very
-    same frame (diamond.envs), so an episode whose first frame equals the previous episode's last
+    same frame (diamond.loop.envs), so an episode whose first frame equals the previous episode's last
     frame is its continuation. Joined, they give the long real references that t = 1000 rollouts need
     (a life-loss episode of the Breakout expert lasts 60-800 steps).
     """
@@ -112,7 +112,7 @@ def num_parameters(module: Any) -> int:
 @contextlib.contextmanager
 def _sampler(world_model: Any, sampler: str | None) -> Iterator[str]:
     """Temporarily switch the world model's sampler (the NFE-driving choice varied at rollout time) to one it
-    declares (diamond/registry.py's declarations)."""
+    declares (diamond/models/registry.py's declarations)."""
     previous = world_model.sampler
     if sampler is not None:
         declared = declarations(world_model).samplers
@@ -127,7 +127,7 @@ def _sampler(world_model: Any, sampler: str | None) -> Iterator[str]:
 
 
 def nfe_at(world_model: Any, sampler: str, n: int) -> int:
-    """Network evaluations per frame at n steps: the model's own `nfe` (diamond/registry.py) read with num_steps
+    """Network evaluations per frame at n steps: the model's own `nfe` (diamond/models/registry.py) read with num_steps
     = n; a reference model without one counts as its sampler does."""
     if not hasattr(world_model, "nfe"):
         return nfe(sampler, n)

@@ -17,15 +17,32 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from diamond.config import build_config, to_dict
-from diamond.io import CorruptFileError
+from diamond.loop.config import build_config, to_dict
+from diamond.run.io import CorruptFileError
 from evaluation import aggregate, plots
-from evaluation.compare import (WM_METRICS, Interval, clip_resamples, compare_agent_arms, summary_paragraph,
-                                wm_difference, wm_interval)
+from evaluation.compare import (
+    WM_METRICS,
+    Interval,
+    clip_resamples,
+    compare_agent_arms,
+    summary_paragraph,
+    wm_difference,
+    wm_interval,
+)
 from evaluation.wm_protocol import COPY_SETTING
 from reports.builder import Report
-from reports.common import (ReportContext, bootstrap_reps, collect_results, completion_banner, differences, format_ci,
-                            format_hours, profile_banner, read_config, read_result)
+from reports.common import (
+    ReportContext,
+    bootstrap_reps,
+    collect_results,
+    completion_banner,
+    differences,
+    format_ci,
+    format_hours,
+    profile_banner,
+    read_config,
+    read_result,
+)
 from slurm.launcher import RunSpec
 
 AGENT_REPS, POI_REPS, CLIP_REPS = 2_000, 1_000, 2_000  # defaults; $DIAMOND_REPORT_REPS overrides all three

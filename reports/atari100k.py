@@ -14,15 +14,28 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from diamond.config import build_config, flatten, to_dict
-from diamond.io import atomic_write_text
+from diamond.loop.config import build_config, to_dict
+from diamond.run.io import atomic_write_text
+from diamond.run.rundir import flatten
 from evaluation import aggregate, baselines, plots
 from evaluation.atari import GAMES
 from reports.builder import Report
+from reports.common import (
+    ReportContext,
+    bootstrap_reps,
+    collect_results,
+    completion_banner,
+    differences,
+    format_ci,
+    grid_config_hash,
+    profile_banner,
+    read_config,
+    settings_banner,
+    settings_table,
+    subset_banner,
+    wall_time_rows,
+)
 from reports.learning import learning_section
-from reports.common import (ReportContext, bootstrap_reps, collect_results, completion_banner, differences, format_ci,
-                            grid_config_hash, profile_banner, read_config, settings_banner, settings_table,
-                            subset_banner, wall_time_rows)
 from slurm.launcher import RunSpec
 
 OURS_SUFFIX = " (ours)"  # a column of ours is its world model's name (registered, or the --models label) + this

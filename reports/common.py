@@ -16,15 +16,16 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from diamond.config import GAME_OVERRIDES, flatten
-from diamond.io import CorruptFileError, read_yaml
+from diamond.loop.config import GAME_OVERRIDES
+from diamond.run.io import CorruptFileError, read_yaml
+from diamond.run.rundir import flatten
 from slurm.launcher import RunSpec
 
 PAPER_PROFILE = "paper"
 REPS_ENV = "DIAMOND_REPORT_REPS"  # one number for every bootstrap of a report (tests set it small)
 RUN_KEYS = ("run", "group", "run_dir")  # columns that come from the RunSpec, not from result.json
 # config fields that differ between the runs of one grid by design: game, seed and the per-game settings of
-# diamond.profiles.GAME_OVERRIDES (Freeway's collection temperature), so they never read as mixed experiments
+# diamond.loop.profiles.GAME_OVERRIDES (Freeway's collection temperature), so they never read as mixed experiments
 IDENTITY_KEYS = ("env.game", "seed", *sorted({key for keys in GAME_OVERRIDES.values() for key in keys}))
 
 
@@ -55,7 +56,7 @@ def bootstrap_reps(default: int) -> int:
 
 def read_result(run_dir: Path) -> dict[str, Any]:
     """result.json of a finished run; anything but a non-empty JSON object is a corrupt file, named."""
-    from diamond.rundir import read_result as checked
+    from diamond.run.rundir import read_result as checked
 
     return checked(run_dir)
 

@@ -20,8 +20,8 @@ from typing import Any, Sequence
 import pandas as pd
 import torch
 
-from diamond.io import atomic_write_text
-from diamond.diffusion.paradigms import c_out, c_skip, effective_sigma
+from diamond.models.diffusion.paradigms import c_out, c_skip, effective_sigma
+from diamond.run.io import atomic_write_text
 from evaluation import plots
 from reports.builder import Report
 from reports.common import flatten, format_ci, read_config

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from diamond.io import atomic_write_text
+from diamond.run.io import atomic_write_text
 from evaluation import learning, plots
 from reports.builder import Report
 from reports.common import format_ci, read_result

@@ -63,7 +63,8 @@ def build_memory_report(ctx: ReportContext, models: Sequence[RunSpec], labels: M
         report.banner(banner)
     seeds = sorted({r["seed"] for _, r in done})
     report.paragraph(
-        f"The delayed-cue game (diamond/memory_game.py): a cue shown for {context} frames, hidden for k frames, then "
+        f"The delayed-cue game (diamond/loop/memory_game.py): a cue shown for {context} frames, hidden for k frames, "
+        "then "
         "an answer block in the cue's colour. Each model predicts the answer from the "
         f"{context} frames before it ({context} - k show the cue) and is scored on the answer block, the only pixels "
         "that need the past. Information kept at k = (blind - error at k) / (blind - error at 0), blind being the "

@@ -15,14 +15,29 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from diamond.diffusion.paradigms import Paradigm
+from diamond.models.diffusion.paradigms import Paradigm
 from evaluation import plots
 from evaluation.compare import WM_METRICS
-from evaluation.exact_denoiser import (DETERMINISTIC, INITS, GaussianData, exact_denoiser_table, initial_std,
-                                       summary)
-from reports.ablations import (PRIMARY, WMItem, agent_part, banners, cell, difference_table, error_curves, frames_grid,
-                               load_items, measured, metrics_table, resamples_of, runs_section, settings_section,
-                               wm_summary, wm_unavailable, write_agent_part)
+from evaluation.exact_denoiser import DETERMINISTIC, INITS, GaussianData, exact_denoiser_table, initial_std, summary
+from reports.ablations import (
+    PRIMARY,
+    WMItem,
+    agent_part,
+    banners,
+    cell,
+    difference_table,
+    error_curves,
+    frames_grid,
+    load_items,
+    measured,
+    metrics_table,
+    resamples_of,
+    runs_section,
+    settings_section,
+    wm_summary,
+    wm_unavailable,
+    write_agent_part,
+)
 from reports.builder import Report
 from reports.common import ReportContext, subset_banner
 from slurm.launcher import RunSpec

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import submitit
 
-from diamond.io import read_yaml
+from diamond.run.io import read_yaml
 
 ExecutorKind = Literal["auto", "local", "slurm", "debug"]
 EXECUTOR_KINDS: tuple[str, ...] = ("auto", "local", "slurm", "debug")

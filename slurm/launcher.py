@@ -30,10 +30,16 @@ from typing import Any, Callable
 import submitit
 from submitit.core.utils import FailedJobError, UncompletedJobError
 
-from diamond.errors import RunLockedError
-from diamond.io import atomic_write_json, read_json
-from slurm.executors import (ClusterConfig, ExecutorKind, load_cluster_config, make_executor, resolve_kind,
-                             visible_gpu_ids)
+from diamond.run.errors import RunLockedError
+from diamond.run.io import atomic_write_json, read_json
+from slurm.executors import (
+    ClusterConfig,
+    ExecutorKind,
+    load_cluster_config,
+    make_executor,
+    resolve_kind,
+    visible_gpu_ids,
+)
 from slurm.progress import SuiteProgress
 from slurm.queue import ACTIVE_STATES, SlurmWatch, job_states, rejection_error
 

@@ -13,7 +13,7 @@ from typing import Iterable
 import submitit
 from submitit.slurm.slurm import read_job_id
 
-from diamond.errors import KnownError
+from diamond.run.errors import KnownError
 
 # States of a job that is queued or running and may still write to its run folder; UNKNOWN = nobody answered.
 ACTIVE_STATES = frozenset({"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",

@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from diamond.io import append_jsonl, atomic_write_json, atomic_write_yaml, read_json
+from diamond.run.io import append_jsonl, atomic_write_json, atomic_write_yaml, read_json
 
 
 def toy_entry(run_dir: Path, steps: int = 4, fail: bool = False, raise_at_step: int | None = None,

@@ -17,14 +17,14 @@ from torch import nn
 import run_suite
 from ablations import arms, conditioning, nfe, sampler, static_wm
 from ablations.registry import SuiteOptions, get_suite
-from diamond.config import build_config
-from diamond.data import Episode, ReplayBuffer
-from diamond.diffusion.paradigms import build_paradigm
-from tests._fakes import TinyFeatures, TinyLPIPS
-from diamond.io import atomic_write_json
+from diamond.loop.config import build_config
+from diamond.loop.data import Episode, ReplayBuffer
+from diamond.models.diffusion.paradigms import build_paradigm
+from diamond.run.io import atomic_write_json
 from evaluation.exact_denoiser import GaussianData, sampler_moments
 from evaluation.video import fid
 from reports.common import REPS_ENV
+from tests._fakes import TinyFeatures, TinyLPIPS
 
 torch.set_num_threads(1)
 SIZE = 16

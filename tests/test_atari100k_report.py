@@ -14,8 +14,8 @@ from pypdf import PdfReader  # noqa: E402
 
 from ablations import atari100k  # noqa: E402
 from ablations.registry import SuiteOptions  # noqa: E402
-from diamond.config import build_config, config_hash, to_dict  # noqa: E402
-from diamond.io import append_jsonl, atomic_write_json, atomic_write_yaml  # noqa: E402
+from diamond.loop.config import build_config, config_hash, to_dict  # noqa: E402
+from diamond.run.io import append_jsonl, atomic_write_json, atomic_write_yaml  # noqa: E402
 from evaluation import baselines  # noqa: E402
 from evaluation.atari import HUMAN_SCORES, RANDOM_SCORES  # noqa: E402
 from reports import common  # noqa: E402

@@ -14,26 +14,25 @@ from pathlib import Path
 
 import pytest
 
-from tests._fakes import fake_slurm_commands
-
 import diamond.evaluate as evaluate
 import diamond.train as train
 import run_suite
 from ablations.registry import SUITE_MODULES, SuiteOptions
-from diamond.cli import EXIT_INTERRUPTED, EXIT_OS_ERROR, EXIT_STATUSES, exit_status_table, run_cli
-from diamond.config import build_config
-from diamond.errors import KnownError, UsageError
-from diamond.io import CorruptFileError, atomic_write_json
+from diamond.loop.config import build_config
+from diamond.run.cli import EXIT_INTERRUPTED, EXIT_OS_ERROR, EXIT_STATUSES, exit_status_table, run_cli
+from diamond.run.errors import KnownError, UsageError
+from diamond.run.io import CorruptFileError, atomic_write_json
 from slurm.executors import ClusterConfig, slurm_parameters
 from slurm.queue import rejection_error
+from tests._fakes import fake_slurm_commands
 
 REPO = Path(__file__).resolve().parent.parent
 CLI_MODULES = ("diamond.train", "diamond.evaluate", "diamond.bench", "run_suite", "slurm.launcher", "slurm.queue",
-               "diamond.official", "diamond.data", "diamond.io", "diamond.registry", "diamond.play")
+               "diamond.models.official", "diamond.loop.data", "diamond.run.io", "diamond.models.registry",
+               "diamond.play")
 
 
 from tests.test_cli_errors import _restore_pythonpath, one_line  # noqa: E402,F401 (an autouse fixture, shared)
-
 
 # ---------------------------------------------------------------- docs that disagree with the code
 
@@ -41,7 +40,7 @@ def test_readme_exit_table_is_the_codes_table() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     block = re.search(r"<!-- exit-statuses:[^>]*-->\n(.*?)\n<!-- /exit-statuses -->", readme, re.S)
     assert block, "README.md lost its exit-status table"
-    assert block.group(1) == exit_status_table(), "README's table differs: paste diamond.cli.exit_status_table()"
+    assert block.group(1) == exit_status_table(), "README's table differs: paste diamond.run.cli.exit_status_table()"
 
 
 def _subclasses(cls: type) -> list[type]:
@@ -57,7 +56,7 @@ def test_every_error_class_exits_with_a_documented_status() -> None:
     assert not undocumented, f"exit statuses missing from the README's table: {undocumented}"
     assert {EXIT_OS_ERROR, EXIT_INTERRUPTED, run_suite.EXIT_RUNNING_ELSEWHERE} <= set(EXIT_STATUSES)
     # a bad file is a known error (1), not a usage error (2)
-    from diamond.official import OfficialCheckpointError
+    from diamond.models.official import OfficialCheckpointError
 
     assert evaluate.CheckpointError.exit_code == OfficialCheckpointError.exit_code == CorruptFileError.exit_code == 1
 
@@ -195,7 +194,7 @@ def test_explicit_slurm_with_a_silent_controller_says_so(tmp_path: Path, monkeyp
 
 def test_finished_run_of_another_game_is_refused_naming_the_game(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    from diamond.config import config_hash
+    from diamond.loop.config import config_hash
 
     folder = tmp_path / "runs" / "atari100k" / "smoke" / "Breakout-s0"
     pong = build_config("smoke", seed=0, **{"env.game": "Pong"})
@@ -249,7 +248,7 @@ def test_cluster_file_keys_and_example_still_load(tmp_path: Path) -> None:
 def test_a_checkpoint_that_is_not_a_mapping_is_a_corrupt_file(tmp_path: Path) -> None:
     import torch
 
-    from diamond.checkpoint import load_checkpoint
+    from diamond.run.checkpoint import load_checkpoint
 
     torch.save([1, 2, 3], tmp_path / "last.pt")
     with pytest.raises(CorruptFileError, match=r"last.pt: holds a list, not a checkpoint; move the run folder away"):

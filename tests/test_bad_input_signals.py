@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ablations.registry import Suite, SuiteOptions
-from diamond.io import append_jsonl, atomic_write_json
+from diamond.run.io import append_jsonl, atomic_write_json
 from slurm.launcher import RunSpec
 
 REPO = Path(__file__).resolve().parent.parent

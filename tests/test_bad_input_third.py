@@ -11,8 +11,8 @@ import pytest
 import diamond.evaluate as evaluate
 import diamond.train as train
 import run_suite
-from diamond.cli import EXIT_OS_ERROR
-from diamond.io import atomic_write_json
+from diamond.run.cli import EXIT_OS_ERROR
+from diamond.run.io import atomic_write_json
 from tests.test_cli_errors import _restore_pythonpath, one_line  # noqa: F401 (an autouse fixture, shared)
 from tests.test_evaluate import TINY, released_checkpoint
 

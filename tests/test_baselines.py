@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diamond.io import CorruptFileError
+from diamond.run.io import CorruptFileError
 from evaluation import aggregate, atari, baselines
 
 TABLE1 = ["Random", "Human", "SimPLe", "TWM", "IRIS", "DreamerV3", "STORM", "DIAMOND"]

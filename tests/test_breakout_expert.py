@@ -5,8 +5,8 @@ import pytest
 
 import ablations.breakout_expert as be
 from ablations.breakout_expert import BreakoutExpert, collect_static_dataset
-from diamond.data import ReplayBuffer
-from diamond.envs import make_env
+from diamond.loop.data import ReplayBuffer
+from diamond.loop.envs import make_env
 
 
 def test_ram_addresses_match_the_screen():

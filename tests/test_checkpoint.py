@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from diamond.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
-from diamond.io import CorruptFileError
+from diamond.run.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from diamond.run.io import CorruptFileError
 
 
 def test_roundtrip_restores_random_streams(tmp_path: Path) -> None:

@@ -13,11 +13,11 @@ import pytest
 import diamond.train as train
 import run_suite
 from ablations.registry import SUITE_MODULES
-from diamond.cli import run_cli
-from diamond.data import ReplayBuffer
-from diamond.errors import KnownError
-from diamond.io import CorruptFileError, atomic_write_json, read_json
-from diamond.rundir import hold_lock
+from diamond.loop.data import ReplayBuffer
+from diamond.run.cli import run_cli
+from diamond.run.errors import KnownError
+from diamond.run.io import CorruptFileError, atomic_write_json, read_json
+from diamond.run.rundir import hold_lock
 from tests.test_trainer import TINY
 
 SMOKE = ["--game", "Breakout", "--seed", "1", "--profile", "smoke"]

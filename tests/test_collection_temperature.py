@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from diamond.config import build_config
-from diamond.trainer import Trainer
+from diamond.loop.config import build_config
+from diamond.loop.trainer import Trainer
 
 
 class _SlightPreference(nn.Module):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from diamond.config import ConfigError, build_config, config_hash, from_dict, parse_overrides, to_dict
+from diamond.loop.config import ConfigError, build_config, config_hash, from_dict, parse_overrides, to_dict
 
 
 def test_paper_profile_matches_tables_2_and_3() -> None:
@@ -70,7 +70,7 @@ def config_fields(obj: object = None, prefix: str = "") -> list[tuple[str, type,
     """(dotted key, owning dataclass, field name) of every leaf field of Config, sections walked."""
     import dataclasses
 
-    from diamond.config import Config
+    from diamond.loop.config import Config
 
     obj = Config() if obj is None else obj
     out = []
@@ -88,10 +88,10 @@ FIELDS = config_fields()
 
 def test_every_config_field_has_a_declared_type_and_range() -> None:
     """A field added without a rule in FIELD_RULES fails here (and cannot be set): ranges come with fields."""
-    from diamond.config import FIELD_RULES
+    from diamond.loop.config import FIELD_RULES
 
     missing = [key for key, owner, name in FIELDS if name not in FIELD_RULES.get(owner, {})]
-    assert not missing, f"fields without a rule in diamond/config.py FIELD_RULES: {missing}"
+    assert not missing, f"fields without a rule in diamond/loop/config.py FIELD_RULES: {missing}"
     leaves = {(owner, name) for _, owner, name in FIELDS}
     stale = [f"{owner.__name__}.{name}" for owner, rules in FIELD_RULES.items() for name in rules
              if (owner, name) not in leaves]
@@ -108,8 +108,8 @@ def _refused(key: str, value: object) -> str:
 
 @pytest.mark.parametrize("key, owner, name", FIELDS, ids=[k for k, _, _ in FIELDS])
 def test_every_field_rejects_a_wrong_type_and_an_out_of_range_value(key: str, owner: type, name: str) -> None:
-    from diamond.config import FIELD_RULES
-    from diamond.fields import Bool
+    from diamond.loop.config import FIELD_RULES
+    from diamond.loop.fields import Bool
 
     rule = FIELD_RULES[owner][name]
     assert repr(rule.wrong_type()) in _refused(key, rule.wrong_type())

@@ -1,4 +1,4 @@
-"""The controls an agent must beat (diamond/controls.py) and R_ψ's AUROC (diamond/diagnostics.py), against
+"""The controls an agent must beat (diamond/loop/controls.py) and R_ψ's AUROC (diamond/loop/diagnostics.py), against
 closed forms and scipy."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pytest
 import torch
 from scipy.stats import mannwhitneyu
 
-from diamond.config import build_config
-from diamond.controls import ActionStats, MatchedPolicy, control_policies, shuffle_rewards, sticky_keep
-from diamond.diagnostics import auroc
+from diamond.loop.config import build_config
+from diamond.loop.controls import ActionStats, MatchedPolicy, control_policies, shuffle_rewards, sticky_keep
+from diamond.loop.diagnostics import auroc
 
 
 def test_auroc_is_mann_whitney_u_over_the_pairs() -> None:
@@ -90,7 +90,7 @@ def test_shuffled_rewards_keep_their_values_but_not_their_actions() -> None:
 
 def test_the_learner_shuffles_imagined_rewards_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     """training.shuffle_imagined_rewards routes the imagined rewards through shuffle_rewards before Eq. 14."""
-    import diamond.agent as agent_mod
+    import diamond.loop.agent as agent_mod
 
     calls: list[int] = []
     monkeypatch.setattr(agent_mod, "shuffle_rewards", lambda r, v: calls.append(1) or r.flip(1))

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import diamond.data as data
-from diamond.data import Episode, ReplayBuffer, sample_segments, to_float, to_uint8
-from diamond.io import CorruptFileError
+import diamond.loop.data as data
+from diamond.loop.data import Episode, ReplayBuffer, sample_segments, to_float, to_uint8
+from diamond.run.io import CorruptFileError
 
 
 def frame(value: int) -> np.ndarray:

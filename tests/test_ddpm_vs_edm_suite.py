@@ -12,10 +12,10 @@ from pypdf import PdfReader
 from torch import nn
 
 from ablations import ddpm_vs_edm, static_wm
-from diamond.config import to_dict
-from diamond.diffusion.paradigms import build_paradigm, quantize_8bit
-from diamond.world_model import WorldModel
 from ablations.registry import SuiteOptions, get_suite
+from diamond.loop.config import to_dict
+from diamond.models.diffusion.paradigms import build_paradigm, quantize_8bit
+from diamond.models.world_model import WorldModel
 from evaluation.wm_protocol import COPY_SETTING, REAL_SETTING
 from reports.ddpm_vs_edm import expert_return
 from reports.ddpm_vs_edm_text import finding, mean_curves, summary_text

@@ -9,15 +9,33 @@ import pytest
 import torch
 
 from ablations.static_decision import PROBE_EPSILON, expert_family
-from diamond.data import ReplayBuffer, to_float
-from diamond.envs import make_env
-from evaluation.decision import (ActionMerge, action_following, counterfactual_error, counterfactual_match,
-                                 counterfactual_sequences, counterfactual_spread, imagined_returns, kendall_tau,
-                                 merge_actions_by_effect, play_policies, real_returns, rollout, separated)
+from diamond.loop.data import ReplayBuffer, to_float
+from diamond.loop.envs import make_env
+from evaluation.decision import (
+    ActionMerge,
+    action_following,
+    counterfactual_error,
+    counterfactual_match,
+    counterfactual_sequences,
+    counterfactual_spread,
+    imagined_returns,
+    kendall_tau,
+    merge_actions_by_effect,
+    play_policies,
+    real_returns,
+    rollout,
+    separated,
+)
 from evaluation.decision_eval import MARGINS, DecisionSettings
 from evaluation.decision_models import balanced_accuracy, train_inverse_dynamics
-from evaluation.emulator_wm import (ActionsWithheld, CopyLastFrame, EmulatorRewardEnd, EmulatorWorldModel,
-                                    collect_probes, restore)
+from evaluation.emulator_wm import (
+    ActionsWithheld,
+    CopyLastFrame,
+    EmulatorRewardEnd,
+    EmulatorWorldModel,
+    collect_probes,
+    restore,
+)
 
 L = 4
 MEANINGS = ("NOOP", "FIRE", "RIGHT", "LEFT")

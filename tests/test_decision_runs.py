@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from ablations import static_data, static_decision, static_judges, static_wm
-from diamond.config import build_config
-from diamond.data import Episode, ReplayBuffer
-from diamond.io import CorruptFileError
+from diamond.loop.config import build_config
+from diamond.loop.data import Episode, ReplayBuffer
+from diamond.run.io import CorruptFileError
 from evaluation.decision_models import build_judge_reward_end, load_judges, train_reward_end
 
 torch.set_num_threads(1)

@@ -13,10 +13,16 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from diamond.data import Episode, ReplayBuffer, to_float
-from diamond.diagnostics import (TensorBoard, detection_counts, newest_windows, one_step_error, precision_recall,
-                                 reward_end_detection)
-from diamond.io import read_jsonl
+from diamond.loop.data import Episode, ReplayBuffer, to_float
+from diamond.loop.diagnostics import (
+    TensorBoard,
+    detection_counts,
+    newest_windows,
+    one_step_error,
+    precision_recall,
+    reward_end_detection,
+)
+from diamond.run.io import read_jsonl
 from diamond.train import main
 from evaluation.learning import cluster_bootstrap_mean, controls_table, diagnostics_table, episode_table
 from tests.test_trainer import TINY

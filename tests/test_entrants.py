@@ -13,11 +13,11 @@ import pytest
 import torch
 
 import run_suite
-from ablations import atari100k, ddpm_vs_edm, memory
+from ablations import atari100k, ddpm_vs_edm, entrants, memory
 from ablations.entrants import parse_models
 from ablations.registry import SuiteOptions, get_suite
-from diamond import registry
-from diamond.config import build_config
+from diamond.loop.config import build_config
+from diamond.models import registry
 from slurm.launcher import launch
 from tests.test_ddpm_vs_edm_suite import TINY
 from tests.test_trainer import TINY as AGENT_TINY
@@ -72,7 +72,7 @@ def plain_wm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     root.mkdir()
     (root / "plain_wm.py").write_text(PLAIN_WM)
     monkeypatch.syspath_prepend(str(root))
-    registry._declared.cache_clear()
+    entrants._declared.cache_clear()
     return "plain_wm:build"
 
 
@@ -82,15 +82,15 @@ def _opts(tmp_path: Path, models: str, **kwargs) -> SuiteOptions:
 
 
 def test_declarations_default_as_documented_and_the_builtin_declares_everything(plain_wm: str) -> None:
-    plain = registry.declared(plain_wm, "{}", "smoke")
+    plain = entrants.declared(plain_wm, "{}", "smoke")
     assert plain == registry.Declarations(samplers=("shift",))
-    declared = registry.declared("plain_wm:build_declared", "{}", "smoke")
+    declared = entrants.declared("plain_wm:build_declared", "{}", "smoke")
     assert declared.samplers == ("shift", "still") and declared.offset_noise and not declared.chained_training
     diamond = registry.declarations(registry.build_world_model(build_config("smoke"), 4))
     assert diamond.paradigms == ("edm", "ddpm") and diamond.offset_noise and diamond.chained_training
     assert "euler" in diamond.samplers and "denoiser.channels" in diamond.config_fields
     with pytest.raises(registry.WorldModelFactoryError, match=r"Shift.samplers must be a sequence of names"):
-        registry.declared("plain_wm:build_wrong", "{}", "smoke")
+        entrants.declared("plain_wm:build_wrong", "{}", "smoke")
 
 
 def test_models_flag_names_labels_and_options() -> None:
@@ -201,10 +201,10 @@ def test_memory_and_atari100k_reports_name_the_model(plain_wm: str, tmp_path: Pa
 def test_evaluate_names_the_factory_a_checkpoint_was_trained_with(tmp_path: Path) -> None:
     """diamond.evaluate on a recurrent model's checkpoint, built as diamond: the run's config.yaml names the factory
     to pass; without a run folder, the factory is named as the likely cause, not --profile."""
-    from diamond.agent import build_agent
-    from diamond.config import to_dict
     from diamond.evaluate import CheckpointError, load_agent
-    from diamond.io import atomic_write_yaml
+    from diamond.loop.agent import build_agent
+    from diamond.loop.config import to_dict
+    from diamond.run.io import atomic_write_yaml
 
     trained = build_config("smoke", ["world_model.factory=recurrent"])
     run = tmp_path / "run"
@@ -223,8 +223,8 @@ def test_evaluate_names_the_factory_a_checkpoint_was_trained_with(tmp_path: Path
 @pytest.mark.parametrize("factory, menu", [("plain_wm:build", ["shift"]),
                                            ("plain_wm:build_declared", ["shift", "still"])])
 def test_plays_sampler_menu_fills_from_the_declaration(plain_wm: str, factory: str, menu: list[str]) -> None:
-    from diamond.agent import build_agent
-    from diamond.play_session import PlaySession
+    from diamond.loop.agent import build_agent
+    from diamond.play.session import PlaySession
 
     cfg = build_config("smoke", [f"world_model.factory={factory}"])
     session = PlaySession(build_agent(cfg, 4), cfg, torch.device("cpu"))

@@ -1,10 +1,10 @@
-"""Atari 100k protocol of diamond/envs.py: preprocessing, life loss, truncation, seeding, batching."""
+"""Atari 100k protocol of diamond/loop/envs.py: preprocessing, life loss, truncation, seeding, batching."""
 
 import cv2
 import numpy as np
 import pytest
 
-from diamond.envs import ATARI_100K_GAMES, EnvBatch, make_env, num_actions, validate_game
+from diamond.loop.envs import ATARI_100K_GAMES, EnvBatch, make_env, num_actions, validate_game
 
 FIRE = 1  # Breakout minimal action set: NOOP, FIRE, RIGHT, LEFT
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from diamond.config import build_config
 from diamond.evaluate import load_agent, main
-from diamond.io import read_json
+from diamond.loop.config import build_config
+from diamond.run.io import read_json
 
 FIX = Path(__file__).parent / "fixtures" / "official"
 BREAKOUT_ACTIONS = 4
@@ -92,7 +92,7 @@ def test_bad_input_is_one_sentence_and_a_nonzero_exit(tmp_path: Path, capsys: py
 
 
 def test_evaluate_reads_a_trainer_checkpoint(tmp_path: Path) -> None:
-    from diamond.agent import build_agent
+    from diamond.loop.agent import build_agent
 
     cfg = build_config("smoke", TINY, **{"env.game": "Breakout"})
     torch.save({"agent": build_agent(cfg, BREAKOUT_ACTIONS).state_dict(), "epoch": 3}, tmp_path / "last.pt")
@@ -105,9 +105,9 @@ def test_evaluate_reads_a_trainer_checkpoint(tmp_path: Path) -> None:
 def test_evaluate_never_overwrites_a_result_it_did_not_make(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """--out obeys diamond.train's run-folder rules: another run's folder, a finished or unfinished training run,
     and a locked folder are refused in one sentence with their files untouched; the same evaluation twice is done."""
-    from diamond.config import config_hash
-    from diamond.io import atomic_write_json
-    from diamond.rundir import hold_lock
+    from diamond.loop.config import config_hash
+    from diamond.run.io import atomic_write_json
+    from diamond.run.rundir import hold_lock
 
     ckpt = released_checkpoint(tmp_path / "Breakout.pt")
     cfg = build_config("smoke", TINY, seed=0, **{"env.game": "Breakout"})

@@ -6,9 +6,15 @@ import pandas as pd
 import pytest
 import torch
 
-from diamond.diffusion.paradigms import EDM, EDMConfig
-from evaluation.exact_denoiser import (GaussianData, crossover, exact_denoiser_table, initial_std, sampler_moments,
-                                       summary)
+from diamond.models.diffusion.paradigms import EDM, EDMConfig
+from evaluation.exact_denoiser import (
+    GaussianData,
+    crossover,
+    exact_denoiser_table,
+    initial_std,
+    sampler_moments,
+    summary,
+)
 
 torch.set_num_threads(1)
 DATA = GaussianData(mean=0.1, std=0.5)
@@ -40,7 +46,7 @@ def test_exact_moments_agree_with_monte_carlo_of_the_sampler():
     mean, var = sampler_moments(edm, "heun", 4, DATA, "marginal")
     x = DATA.mean + math.sqrt(DATA.std**2 + 25.0) * torch.randn(200_000, 1, generator=torch.Generator().manual_seed(0),
                                                                 dtype=torch.float64)
-    from diamond.diffusion.samplers import sample_heun
+    from diamond.models.diffusion.samplers import sample_heun
     out = sample_heun(DATA.denoiser(), x, edm.sigmas(4).double())
     assert out.mean().item() == pytest.approx(mean, abs=0.02) and out.var().item() == pytest.approx(var, rel=0.02)
 

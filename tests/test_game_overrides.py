@@ -1,4 +1,4 @@
-"""Per-game settings as the authors ran them (diamond.config.GAME_OVERRIDES), the collection temperature Freeway's
+"""Per-game settings as the authors ran them (diamond.loop.config.GAME_OVERRIDES), the collection temperature Freeway's
 one sets, and the released learning-rate warm-up (optim.warmup_from_zero)."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diamond.agent import Learner, build_agent, policy_probs, warmup_schedule
-from diamond.config import GAME_OVERRIDES, PROFILES, build_config
-from diamond.games import GAMES
+from diamond.loop.agent import Learner, build_agent, policy_probs, warmup_schedule
+from diamond.loop.config import GAME_OVERRIDES, PROFILES, build_config
+from diamond.loop.games import GAMES
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))

@@ -6,7 +6,7 @@ whose value names them, so a misaligned window shows up as the wrong names."""
 import torch
 from torch import Tensor, nn
 
-from diamond.world_model import imagine
+from diamond.models.world_model import imagine
 
 A, L, H, B = 5, 4, 6, 2
 

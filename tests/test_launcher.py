@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import signal
 import pickle
 import re
+import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -16,17 +16,25 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-from tests._fakes import fake_slurm_commands
 import submitit
 
-from diamond.errors import KnownError, RunLockedError
-from diamond.io import read_json, read_jsonl
-from slurm.launcher import (ClusterConfig, RunJob, RunSpec, attach_active_slurm_jobs, dry_run_table, launch,
-                            load_cluster_config, make_executor, run_status)
+from diamond.run.errors import KnownError, RunLockedError
+from diamond.run.io import read_json, read_jsonl
+from slurm.executors import resolve_kind
+from slurm.launcher import (
+    ClusterConfig,
+    RunJob,
+    RunSpec,
+    attach_active_slurm_jobs,
+    dry_run_table,
+    launch,
+    load_cluster_config,
+    make_executor,
+    run_status,
+)
 from slurm.progress import SuiteProgress, describe
 from slurm.queue import SubmissionRejectedError
-from slurm.executors import resolve_kind
+from tests._fakes import fake_slurm_commands
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRY = "tests._toy_entry:toy_entry"
@@ -111,7 +119,8 @@ def test_sigterm_to_the_launching_cli_cancels_its_local_jobs(tmp_path: Path) -> 
     """`kill <pid>` of a suite: one 'interrupted' line, exit 130, and no local job left writing (they ignore
     SIGTERM themselves, as submitit jobs do)."""
     s = spec(tmp_path, "term", steps=4, sleep_s=1.0)
-    script = (f"from pathlib import Path\nfrom diamond.cli import run_cli\nfrom slurm.launcher import launch, RunSpec\n"
+    script = ("from pathlib import Path\nfrom diamond.run.cli import run_cli\n"
+              "from slurm.launcher import launch, RunSpec\n"
               f"spec = RunSpec(name='term', run_dir=Path({str(s.run_dir)!r}), entry={ENTRY!r}, "
               f"kwargs={{'steps': 4, 'sleep_s': 1.0}})\n"
               f"raise SystemExit(run_cli('suite', lambda a: launch([spec], 'local', log_dir=Path("

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from diamond.agent import Learner, build_agent
-from diamond.config import build_config
-from diamond.data import to_float
-from diamond.envs import make_env
-from diamond.nets.reward_end import RewardEndNet
-from diamond.world_model import build_world_model, imagine
+from diamond.loop.agent import Learner, build_agent
+from diamond.loop.config import build_config
+from diamond.loop.data import to_float
+from diamond.loop.envs import make_env
+from diamond.models.nets.reward_end import RewardEndNet
+from diamond.models.world_model import build_world_model, imagine
 
 
 def test_reward_end_model_learns_a_pixel_rule() -> None:

@@ -1,12 +1,12 @@
 """Tests that fail if Algorithm 1 stops learning (issue 17, item 6): every other test holds a component to an
 oracle; these hold the loop to an outcome. Each learner is driven through the project's own path on a task
-whose answer is known (the cue game of diamond/toy_env.py: a coloured block names the action that pays).
+whose answer is known (the cue game of diamond/loop/toy_env.py: a coloured block names the action that pays).
 
 (a) (π, V) trained by Learner.update_actor_critic in a scripted imagination (D_θ and R_ψ replaced by the
     game's exact rule) converges to the rewarded action;
 (b) R_ψ trained by the trainer's own reward/end phase (replay → Trainer._segments → Learner.update_reward_end)
     learns a reward/end rule that needs the action and the frame it was taken at;
-(c) the whole loop (diamond.trainer.Trainer.run on the cue game) beats the random policy by a clear margin.
+(c) the whole loop (diamond.loop.trainer.Trainer.run on the cue game) beats the random policy by a clear margin.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from diamond.agent import Learner, build_agent
-from diamond.config import build_config
-from diamond.data import ReplayBuffer, sample_segments, to_float
-from diamond.controls import ActionStats, control_policies
-from diamond.toy_env import CueEnv, make_cue_env, random_policy_return
+from diamond.loop.agent import Learner, build_agent
+from diamond.loop.config import build_config
+from diamond.loop.controls import ActionStats, control_policies
+from diamond.loop.data import ReplayBuffer, sample_segments, to_float
+from diamond.loop.toy_env import CueEnv, make_cue_env, random_policy_return
+from diamond.loop.trainer import Trainer
 from evaluation.learning import cluster_bootstrap_mean
-from diamond.trainer import Trainer
 
 A, SIZE = 3, 16  # actions of the cue game; frame side (the smallest the networks' down-sampling allows)
 UPDATES_A = 200  # actor-critic updates of (a)
@@ -46,8 +46,8 @@ def cue_of(frames: Tensor, x: Tensor) -> Tensor:
 
 class CueRule(nn.Module):
     """R_ψ replaced by the game's exact rule: reward +1 iff a_t is the cue of x_t, the episode ends otherwise.
-    Same call and returns as diamond.nets.reward_end.RewardEndNet (logits of classes {-1, 0, +1} and {go on, end},
-    an LSTM-like state that it carries unchanged)."""
+    Same call and returns as diamond.models.nets.reward_end.RewardEndNet (logits of classes {-1, 0, +1} and
+    {go on, end}, an LSTM-like state that it carries unchanged)."""
 
     def __init__(self, frames: Tensor) -> None:
         super().__init__()
@@ -66,7 +66,7 @@ class CueRule(nn.Module):
 
 class ScriptedImagination:
     """D_θ replaced by a scripted next frame (a random cue, or always cue `fixed`), scored by CueRule: the `step`
-    of diamond.world_model.imagine (what world_model_step returns), and its `refill` of fresh real contexts."""
+    of diamond.models.world_model.imagine (what world_model_step returns), and its `refill` of fresh real contexts."""
 
     def __init__(self, rule: CueRule, fixed: int | None, seed: int, context: int) -> None:
         self.rule, self.fixed, self.context = rule, fixed, context

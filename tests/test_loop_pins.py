@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-import diamond.agent as agent_mod
-from diamond.config import build_config
-from diamond.toy_env import make_cue_env
-from diamond.trainer import Trainer
+import diamond.loop.agent as agent_mod
+from diamond.loop.config import build_config
+from diamond.loop.toy_env import make_cue_env
+from diamond.loop.trainer import Trainer
 
 SIZE = 16
 SMALL = {"env.size": SIZE, "env.eval_max_episode_frames": 400, "training.eval_num_envs": 2,
@@ -139,7 +139,7 @@ def test_padding_is_zero_in_the_networks_pixel_range(tmp_path: Path) -> None:
 
 
 def test_training_episodes_end_at_a_life_loss_and_test_episodes_do_not(tmp_path: Path) -> None:
-    """The trainer makes its training env with train=True (life loss ends an episode, diamond/envs.py) and every
+    """The trainer makes its training env with train=True (life loss ends an episode, diamond/loop/envs.py) and every
     evaluation env with train=False (full games)."""
     made: list[bool] = []
 
@@ -161,7 +161,7 @@ def test_the_cpu_update_counts_the_profile_and_readme_claim() -> None:
               t.first_epoch_actor_critic_steps + (t.epochs - 1) * t.actor_critic_steps]
     assert counts == [590, 98, 194]
     root = Path(__file__).resolve().parents[1]
-    profile = (root / "diamond" / "profiles.py").read_text()
+    profile = (root / "diamond" / "loop" / "profiles.py").read_text()
     readme = re.sub(r"\s+", " ", (root / "README.md").read_text())
     assert "590 / 98 / 194 updates" in profile
     assert "590 denoiser / 98 reward-end / 194 actor-critic updates" in readme

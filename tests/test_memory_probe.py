@@ -11,13 +11,23 @@ from torch import nn
 
 from ablations import memory as suite
 from ablations.registry import SuiteOptions
-from diamond import registry
-from diamond.config import build_config
-from diamond.data import to_float, to_uint8
-from diamond.memory_game import DelayedCueEnv, collect_delayed_cue_dataset
-from diamond.toy_env import CUE_COLOURS
-from evaluation.memory import (CEILING, FLOOR, MODEL, context_use, cue_probe, kept_fraction, mean_error,
-                               predict_occluded, probe_windows, ratio_ci)
+from diamond.loop.config import build_config
+from diamond.loop.data import to_float, to_uint8
+from diamond.loop.memory_game import DelayedCueEnv, collect_delayed_cue_dataset
+from diamond.loop.toy_env import CUE_COLOURS
+from diamond.models import registry
+from evaluation.memory import (
+    CEILING,
+    FLOOR,
+    MODEL,
+    context_use,
+    cue_probe,
+    kept_fraction,
+    mean_error,
+    predict_occluded,
+    probe_windows,
+    ratio_ci,
+)
 
 torch.set_num_threads(1)
 C = 8  # cue frames = probe context in these tests

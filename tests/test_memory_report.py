@@ -6,10 +6,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from diamond.memory_game import DelayedCueEnv
+from diamond.loop.memory_game import DelayedCueEnv
 from evaluation.memory import CEILING, FLOOR, MODEL, context_use, cue_probe
 from reports.memory import _context_sentence, curves
-from tests.test_memory_probe import C, KS, ScriptedMemory
+from tests.test_memory_probe import KS, C, ScriptedMemory
 
 
 def _probes() -> dict[str, pd.DataFrame]:

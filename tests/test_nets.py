@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diamond.nets import (HISTORY_CONDITIONINGS, ActorCriticNet, CrossAttention, DenoiserNet, FrameStack,
-                          RewardEndNet, count_parameters)
+from diamond.models.nets import (
+    HISTORY_CONDITIONINGS,
+    ActorCriticNet,
+    CrossAttention,
+    DenoiserNet,
+    FrameStack,
+    RewardEndNet,
+    count_parameters,
+)
 
 torch.set_num_threads(1)
 

@@ -7,11 +7,20 @@ import pytest
 import torch
 
 from ablations.static_decision import _expert, action_meanings, expert_family
-from diamond.data import to_float, to_uint8
-from diamond.envs import make_env
+from diamond.loop.data import to_float, to_uint8
+from diamond.loop.envs import make_env
 from evaluation.emulator_wm import collect_probes
-from evaluation.object_metrics import (CEILING, EMPTY, METRICS, REPEAT, EmptyPlayfield, object_fidelity,
-                                       prepare_objects, step_errors, summary_row)
+from evaluation.object_metrics import (
+    CEILING,
+    EMPTY,
+    METRICS,
+    REPEAT,
+    EmptyPlayfield,
+    object_fidelity,
+    prepare_objects,
+    step_errors,
+    summary_row,
+)
 from evaluation.objects import MISS_PX, frame_state, ram_state, readout_accuracy
 
 

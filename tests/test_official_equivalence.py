@@ -2,7 +2,7 @@
 
 tests/fixtures/official/ was written by tools/make_official_fixtures.py from a checkout of that code: tiny
 networks (same structure as the paper's, 8-16 channels), their weights, fixed inputs and noise, and the
-released outputs. Weights enter our modules through diamond/official.py (its docstring is the key mapping).
+released outputs. Weights enter our modules through diamond/models/official.py (its docstring is the key mapping).
 Float32 throughout; tolerances are 1e-5 relative (plus a float32-epsilon-sized absolute term for values
 near 0) unless a check says why it needs more.
 """
@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-from diamond.agent import Agent, actor_critic_loss, build_agent, reward_end_loss
-from diamond.config import build_config
-from diamond.data import Episode, ReplayBuffer, sample_segments
-from diamond.diffusion import paradigms
-from diamond.diffusion.paradigms import EDM, EDMConfig, c_in, c_noise, c_out, c_skip, effective_sigma
-from diamond.nets import ActorCriticNet, DenoiserNet, RewardEndNet
-from diamond.official import convert_actor_critic, convert_agent, split_parts
-from diamond.rl import lambda_returns
-from diamond.world_model import Imagined, WorldModel, imagine
+from diamond.loop.agent import Agent, actor_critic_loss, build_agent, reward_end_loss
+from diamond.loop.config import build_config
+from diamond.loop.data import Episode, ReplayBuffer, sample_segments
+from diamond.loop.rl import lambda_returns
+from diamond.models.diffusion import paradigms
+from diamond.models.diffusion.paradigms import EDM, EDMConfig, c_in, c_noise, c_out, c_skip, effective_sigma
+from diamond.models.nets import ActorCriticNet, DenoiserNet, RewardEndNet
+from diamond.models.official import convert_actor_critic, convert_agent, split_parts
+from diamond.models.world_model import Imagined, WorldModel, imagine
 
 FIX = Path(__file__).parent / "fixtures" / "official"
 A, L, SIZE = 5, 4, 32
@@ -233,7 +233,7 @@ def test_actor_critic_loss_and_gradients_on_an_imagined_batch(agent: Agent) -> N
 
 
 def test_split_parts_names_a_missing_part() -> None:
-    from diamond.errors import KnownError
+    from diamond.run.errors import KnownError
 
     with pytest.raises(KnownError, match="rew_end_model"):
         split_parts({"denoiser.x": torch.zeros(1), "actor_critic.y": torch.zeros(1)}, "x.pt")

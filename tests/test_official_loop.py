@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-from diamond.agent import actor_critic_loss
-from diamond.config import build_config
-from diamond.data import Episode, ReplayBuffer
-from diamond.official import convert_actor_critic
-from diamond.trainer import Trainer
-from diamond.world_model import burn_in, imagine
+from diamond.loop.agent import actor_critic_loss
+from diamond.loop.config import build_config
+from diamond.loop.data import Episode, ReplayBuffer
+from diamond.loop.trainer import Trainer
+from diamond.models.official import convert_actor_critic
+from diamond.models.world_model import burn_in, imagine
 from tests.test_official_equivalence import A, L, close, load, stand_in_next, tiny_agent, to_uint8
 
 
@@ -161,7 +161,7 @@ def test_collection_and_update_schedule_against_the_released_trainer(tmp_path, m
     released run lasts (collection epochs + 50) epochs, ours training.epochs."""
     sched = load("schedule")
     tr, log = counting_trainer(tmp_path)
-    monkeypatch.setattr("diamond.trainer.append_jsonl", lambda path, record: None)  # 1,000 epochs: no file I/O
+    monkeypatch.setattr("diamond.loop.trainer.append_jsonl", lambda path, record: None)  # 1,000 epochs: no file I/O
     tr.run()
     t = tr.cfg.training
     ours_initial = [n for e, n, uniform in log["collect"] if e == 0]
@@ -228,7 +228,7 @@ def test_first_frame_switch_gives_the_released_unpooled_first_frame() -> None:
     like every later frame, unless pool_first_frame=False. Later frames are pooled in both."""
     import cv2
 
-    from diamond.envs import make_env
+    from diamond.loop.envs import make_env
 
     differs = False
     for seed in range(3):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from diamond.diffusion import (
+from diamond.models.diffusion import (
     DDPM,
     EDM,
     PARADIGMS,
@@ -21,7 +21,7 @@ from diamond.diffusion import (
     sample_ddim,
     sample_euler,
 )
-from diamond.diffusion.paradigms import (
+from diamond.models.diffusion.paradigms import (
     c_in,
     c_noise,
     c_out,

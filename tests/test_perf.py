@@ -1,4 +1,4 @@
-"""Fast-path switches (diamond.perf) against the plain path on CPU: bf16 within bf16 tolerance, channels-last and
+"""Fast-path switches (diamond.loop.perf) against the plain path on CPU: bf16 within bf16 tolerance, channels-last and
 compile within float tolerance, the CUDA-graph buffer protocol and the on-device replay exactly; training still
 converges with the switches on; a run with them is identical to the plain run where the switch changes no maths."""
 
@@ -11,13 +11,19 @@ import numpy as np
 import pytest
 import torch
 
-from diamond.agent import Learner, build_agent
-from diamond.config import build_config
-from diamond.data import Episode, ReplayBuffer, sample_segments
-from diamond.io import read_jsonl
-from diamond.perf import CapturedImaginationStep, DeviceReplay, StaticGraph, apply_module_switches, imagination_step
+from diamond.loop.agent import Learner, build_agent
+from diamond.loop.config import build_config
+from diamond.loop.data import Episode, ReplayBuffer, sample_segments
+from diamond.loop.perf import (
+    CapturedImaginationStep,
+    DeviceReplay,
+    StaticGraph,
+    apply_module_switches,
+    imagination_step,
+)
+from diamond.models.world_model import imagine, world_model_step
+from diamond.run.io import read_jsonl
 from diamond.train import run
-from diamond.world_model import imagine, world_model_step
 
 # Tinier than `smoke`, for CPU speed; 32x32 frames.
 TINY_NETS = ["env.size=32", "denoiser.channels=[8,8,8]", "denoiser.depths=[1,1,1]", "reward_end.channels=[8,8,8]",
@@ -239,7 +245,7 @@ def test_run_with_exact_switches_equals_the_plain_run(tmp_path) -> None:
 
 
 def test_schedule_follows_the_trainer() -> None:
-    from diamond.bench import schedule
+    from diamond.loop.trainer import schedule
 
     counts = schedule(build_config("paper"), eval_episode_steps=2000)
     assert counts["denoiser_update"] == counts["sample_denoiser"] == 10_000 + 999 * 400
@@ -252,7 +258,7 @@ def test_schedule_follows_the_trainer() -> None:
 
 
 def test_projection_is_count_times_seconds_per_unit() -> None:
-    from diamond.bench import Row, project
+    from diamond.bench.measure import Row, project
 
     rows = [Row("denoiser_update", "steps", 2.0, 1, scale=4.0), Row("eval_step", "env steps", 0.8, 8)]
     assert project(rows, {"denoiser_update": 10, "eval_step": 80, "checkpoint": 3}) == {
@@ -262,7 +268,7 @@ def test_projection_is_count_times_seconds_per_unit() -> None:
 def test_flop_counts_are_per_sample_and_add_up() -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from diamond.bench import count_flops
+    from diamond.bench.measure import count_flops
 
     cfg = build_config("smoke", TINY_NETS)
     flops = count_flops(cfg, n_actions=4)
@@ -279,7 +285,7 @@ def test_flop_counts_are_per_sample_and_add_up() -> None:
 
 def test_bench_cli_writes_json_and_markdown(tmp_path, monkeypatch) -> None:
     from diamond import bench
-    from diamond import ladder as ladder_module
+    from diamond.bench import ladder as ladder_module
 
     args = ["--profile", "smoke", "--batch-size", "2", "--warmup", "0", "--repeats", "1", "--collect-steps", "20",
             "--eval-episode-steps", "50", "--out", str(tmp_path), *TINY_NETS]

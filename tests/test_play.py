@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-from diamond.agent import build_agent
-from diamond.checkpoint import save_checkpoint
-from diamond.config import build_config, config_hash, to_dict
-from diamond.io import atomic_write_yaml
+from diamond.loop.agent import build_agent
+from diamond.loop.config import build_config, config_hash, to_dict
 from diamond.play import Player, bind, load_player, main, parse_args, url_of
-from diamond.play_session import PlaySession, action_for_keys, frame_mse, keys_for_action
+from diamond.play.session import PlaySession, action_for_keys, frame_mse, keys_for_action
+from diamond.run.checkpoint import save_checkpoint
+from diamond.run.io import atomic_write_yaml
 
 ALE_18 = ["NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPLEFT", "DOWNRIGHT", "DOWNLEFT", "UPFIRE",
           "RIGHTFIRE", "LEFTFIRE", "DOWNFIRE", "UPRIGHTFIRE", "UPLEFTFIRE", "DOWNRIGHTFIRE", "DOWNLEFTFIRE"]

@@ -1,7 +1,7 @@
-"""World models checked at the door (diamond/registry.py, issue 29): a factory with the wrong signature, a plug-in
-that does not parse or raises at import, a builder refusing an option, and a model whose `loss` or `predict_next`
-answers the wrong type are each one sentence with exit 2, before any run folder is claimed; the corrected command
-then runs. The probe leaves torch's RNG streams and the models' modes as it found them."""
+"""World models checked at the door (diamond/models/registry.py, issue 29): a factory with the wrong signature, a
+plug-in that does not parse or raises at import, a builder refusing an option, and a model whose `loss` or
+`predict_next` answers the wrong type are each one sentence with exit 2, before any run folder is claimed; the
+corrected command then runs. The probe leaves torch's RNG streams and the models' modes as it found them."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ import pytest
 import torch
 
 from ablations import static_wm
-from diamond import registry
-from diamond.agent import build_agent
-from diamond.config import ConfigError, build_config
-from diamond.errors import RunIdentityError
-from diamond.rundir import record_identity
+from diamond.loop.agent import build_agent
+from diamond.loop.config import ConfigError, build_config
+from diamond.models import registry
+from diamond.run.errors import RunIdentityError
+from diamond.run.rundir import record_identity
 from diamond.train import main
-from tests.test_static_wm import PROTOCOL, TINY as STATIC_TINY, write_dataset
+from tests.test_static_wm import PROTOCOL, write_dataset
+from tests.test_static_wm import TINY as STATIC_TINY
 from tests.test_trainer import TINY as AGENT_TINY
 
 torch.set_num_threads(1)

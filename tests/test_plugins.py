@@ -1,9 +1,10 @@
-"""The one door for world models (diamond/registry.py): an out-of-tree model runs a static study and a `smoke`
+"""The one door for world models (diamond/models/registry.py): an out-of-tree model runs a static study and a `smoke`
 agent run with no edit to the repository; the built-in model goes through the same door; bad factories are one
-sentence; the recurrent-memory model (diamond/recurrent_wm.py) carries its state through every rollout."""
+sentence; the recurrent-memory model (diamond/models/recurrent_wm.py) carries its state through every rollout."""
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 
@@ -11,13 +12,14 @@ import pytest
 import torch
 
 from ablations import static_wm
-from diamond import registry
-from diamond.agent import build_agent
-from diamond.config import ConfigError, build_config
+from diamond.loop.agent import build_agent
+from diamond.loop.config import ConfigError, build_config
+from diamond.models import registry
+from diamond.models.world_model import WorldModel, imagine
 from diamond.train import main, run
-from diamond.world_model import WorldModel, imagine
 from evaluation.wm_protocol import generate
-from tests.test_static_wm import PROTOCOL, TINY as STATIC_TINY, write_dataset
+from tests.test_static_wm import PROTOCOL, write_dataset
+from tests.test_static_wm import TINY as STATIC_TINY
 from tests.test_trainer import TINY as AGENT_TINY
 
 torch.set_num_threads(1)
@@ -87,6 +89,40 @@ def test_out_of_tree_model_runs_a_smoke_agent_run(plugin: str, tmp_path: Path) -
     result = run(tmp_path / "agent", "Breakout", seed=0, profile="smoke",
                  overrides=[*AGENT_TINY, f"world_model.factory={plugin}"])
     assert result["nfe"] == 1 and result["epochs"] == 3
+
+
+# A plug-in written against docs/plugins.md as it read before diamond/ was split into rooms (issue 32): every
+# module path it imports has moved.
+OLD_DOCS_PLUGIN = textwrap.dedent('''
+    from diamond.config import Config
+    from diamond.errors import ConfigError
+    from diamond.registry import declarations
+    from diamond.world_model import build_world_model, denoiser_settings
+
+    def build(cfg: Config, num_actions):
+        if cfg.world_model.options:
+            raise ConfigError("old_wm takes no options")
+        denoiser_settings(cfg)
+        model = build_world_model(cfg, num_actions)
+        assert declarations(model).offset_noise
+        return model
+''')
+
+
+def test_a_plugin_written_against_the_earlier_docs_still_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "site"
+    root.mkdir()
+    (root / "old_wm.py").write_text(OLD_DOCS_PLUGIN)
+    monkeypatch.syspath_prepend(str(root))
+    for name in ("old_wm", "diamond.config", "diamond.errors", "diamond.registry", "diamond.world_model"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    with pytest.warns(DeprecationWarning, match=r"diamond\.world_model is now diamond\.models\.world_model"):
+        result = run(tmp_path / "agent", "Breakout", seed=0, profile="smoke",
+                     overrides=[*AGENT_TINY, "world_model.factory=old_wm:build"])
+    assert result["epochs"] == 3
+    from diamond.errors import ConfigError as moved
+
+    assert moved is ConfigError  # the same class, so `except ConfigError` in old code still catches it
 
 
 def test_entry_point_name_and_the_builtin_share_the_door(plugin: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,9 +13,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from diamond.config import build_config
-from diamond.diagnostics import newest_windows, reward_end_detection
-from diamond.trainer import Trainer
+from diamond.loop.config import build_config
+from diamond.loop.diagnostics import newest_windows, reward_end_detection
+from diamond.loop.trainer import Trainer
 
 SIZE = 16
 EVENT_RATE = 0.03

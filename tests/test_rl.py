@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from diamond.rl import lambda_returns, policy_loss, value_loss
+from diamond.loop.rl import lambda_returns, policy_loss, value_loss
 
 
 def test_lambda_returns_hand_computed_with_termination() -> None:

@@ -11,7 +11,7 @@ import torch
 
 import run_suite
 from ablations.registry import SUITE_MODULES, Suite, SuiteOptions
-from diamond.io import atomic_write_json, atomic_write_text, read_json
+from diamond.run.io import atomic_write_json, atomic_write_text, read_json
 from evaluation.atari import GAMES
 from reports.common import REPS_ENV
 from slurm.launcher import RunSpec

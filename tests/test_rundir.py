@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from diamond.errors import OSRefusedError, RunFolderError, RunIdentityError, RunLockedError
-from diamond.io import read_jsonl
-from diamond.rundir import IDENTITY_FILE, claim, hold_lock, lock_holder, record_identity, repair_metrics
+from diamond.run.errors import OSRefusedError, RunFolderError, RunIdentityError, RunLockedError
+from diamond.run.io import read_jsonl
+from diamond.run.rundir import IDENTITY_FILE, claim, hold_lock, lock_holder, record_identity, repair_metrics
 from tests.test_trainer import TINY
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,7 +81,7 @@ def test_repair_drops_binary_garbage_and_non_integer_epochs_as_torn_lines(tmp_pa
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
 def test_atomic_writes_honour_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
     """The mode a plain open() would give: before, every atomic write kept mkstemp's private 0600."""
-    code = (f"import os; os.umask({umask}); from diamond.io import atomic_write_json, atomic_write_bytes; "
+    code = (f"import os; os.umask({umask}); from diamond.run.io import atomic_write_json, atomic_write_bytes; "
             f"atomic_write_json(r'{tmp_path}/a.json', {{}}); atomic_write_bytes(r'{tmp_path}/b.pt', b'x'); "
             f"open(r'{tmp_path}/plain', 'w').close()")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)

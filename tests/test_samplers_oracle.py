@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
-from diamond.diffusion import (
-    SAMPLERS,
+from diamond.models.diffusion import (
     EDM,
+    SAMPLERS,
     EDMConfig,
     build_paradigm,
     karras_sigmas,
@@ -20,7 +20,7 @@ from diamond.diffusion import (
     sample_euler_maruyama,
     sample_heun,
 )
-from diamond.diffusion.paradigms import c_out, c_skip, per_sample
+from diamond.models.diffusion.paradigms import c_out, c_skip, per_sample
 
 torch.set_num_threads(1)
 
@@ -308,8 +308,8 @@ def test_stochastic_samplers_are_chosen_and_tuned_by_config():
     """diffusion.sampler picks them; their settings are config fields of the EDM paradigm, checked at build time."""
     from dataclasses import asdict
 
-    from diamond.config import ConfigError, build_config
-    from diamond.diffusion.samplers import nfe
+    from diamond.loop.config import ConfigError, build_config
+    from diamond.models.diffusion.samplers import nfe
 
     cfg = build_config("smoke", ["diffusion.sampler=heun_churn", "diffusion.edm.s_churn=10", "diffusion.edm.eta=0.5"])
     edm = build_paradigm("edm", **asdict(cfg.diffusion.edm))

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from ablations.static_wm import ProtocolSettings
-from diamond.diffusion.paradigms import build_paradigm
-from diamond.world_model import WorldModel
+from diamond.models.diffusion.paradigms import build_paradigm
+from diamond.models.world_model import WorldModel
 from evaluation.sigma_curve import denoising_error_vs_sigma, sampler_sigmas, variant_rollouts
 from evaluation.wm_protocol import rollout_vs_real
 from tests.test_static_wm import StubWM, synthetic_episodes
@@ -112,7 +112,7 @@ def test_a_variant_with_the_models_own_settings_repeats_the_main_rollout():
 
 
 def _uint8_episode(seed: int):
-    from diamond.data import Episode
+    from diamond.loop.data import Episode
 
     rng = np.random.default_rng(seed)
     t = 12

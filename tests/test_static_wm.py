@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from ablations import static_wm
-from diamond.data import Episode, ReplayBuffer
-from tests._fakes import TinyFeatures, TinyLPIPS
-from diamond.io import atomic_write_json, read_json, read_jsonl
-from diamond.errors import RunIdentityError
+from diamond.loop.data import Episode, ReplayBuffer
+from diamond.run.errors import RunIdentityError
+from diamond.run.io import atomic_write_json, read_json, read_jsonl
 from evaluation.wm_protocol import COPY_SETTING, REAL_SETTING, clip_metrics, join_life_losses, rollout_vs_real
+from tests._fakes import TinyFeatures, TinyLPIPS
 
 torch.set_num_threads(1)
 SIZE = 16
@@ -188,7 +188,7 @@ def test_static_run_resumes_exactly_and_writes_result(tmp_path):
 
 
 def test_static_run_refuses_other_settings_naming_the_key(tmp_path):
-    """A static run folder belongs to one run (diamond/rundir.py): resuming with another config names the key."""
+    """A static run folder belongs to one run (diamond/run/rundir.py): resuming with another config names the key."""
     data = tmp_path / "data"
     write_dataset(data)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from diamond.config import build_config
-from diamond.errors import RunIdentityError
-from diamond.io import read_jsonl, read_yaml
+from diamond.loop.config import build_config
+from diamond.run.errors import RunIdentityError
+from diamond.run.io import read_jsonl, read_yaml
 from diamond.train import main, run
 
 # An even smaller schedule than `smoke`, so several runs fit in the default test budget.
@@ -114,11 +114,11 @@ class WriteFaults:
     before an atomic commit (its temp file is discarded), or halfway through a metrics line (a torn line)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import diamond.trainer
+        import diamond.loop.trainer
 
         self.kill_at: int | None = None
         self.count, self.names = 0, []
-        real_replace, real_append = os.replace, diamond.trainer.append_jsonl
+        real_replace, real_append = os.replace, diamond.loop.trainer.append_jsonl
 
         def replace(src, dst, *args, **kwargs):
             self._tick(Path(dst).name)
@@ -132,7 +132,7 @@ class WriteFaults:
             return real_append(path, record)
 
         monkeypatch.setattr(os, "replace", replace)
-        monkeypatch.setattr(diamond.trainer, "append_jsonl", append)
+        monkeypatch.setattr(diamond.loop.trainer, "append_jsonl", append)
 
     def _tick(self, name: str, raise_now: bool = True) -> bool:
         self.count += 1

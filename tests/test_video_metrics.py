@@ -22,7 +22,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from diamond.io import CorruptFileError
+from diamond.run.io import CorruptFileError
 from evaluation import features as feat
 from evaluation.i3d import I3DFeatures, InceptionI3d, load_i3d_weights
 from evaluation.video import (

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from diamond.config import build_config
-from diamond.world_model import build_world_model
+from diamond.loop.config import build_config
+from diamond.models.world_model import build_world_model
 
 COMBOS = [("edm", "euler", "frame_stack"), ("edm", "heun", "cross_attention"),
           ("ddpm", "ddpm_ancestral", "frame_stack"), ("ddpm", "ddim", "cross_attention")]

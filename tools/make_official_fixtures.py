@@ -5,7 +5,7 @@
 Only the released code's model modules are imported (torch, omegaconf, torcheval); its `wandb` import is
 replaced by an empty module. Nothing of that code is copied here: the files hold tensors it produced
 (tiny weights, fixed inputs and noise, its outputs) and the parameter shapes of its paper-size networks.
-tests/test_official_equivalence.py loads them into our modules through diamond/official.py.
+tests/test_official_equivalence.py loads them into our modules through diamond/models/official.py.
 """
 
 from __future__ import annotations
@@ -30,14 +30,20 @@ FIXTURES = ("weights", "denoiser", "reward_end", "actor_critic", "imagination", 
 def import_released(root: Path) -> SimpleNamespace:
     sys.path.insert(0, str(root / "src"))
     sys.modules.setdefault("wandb", types.ModuleType("wandb"))  # its pin does not import with numpy 2
-    from envs.world_model_env import WorldModelEnv, WorldModelEnvConfig
-    from models.actor_critic import ActorCritic, ActorCriticConfig, ActorCriticLossConfig, compute_lambda_returns
-    from models.diffusion import (Denoiser, DenoiserConfig, DiffusionSampler, DiffusionSamplerConfig,
-                                  InnerModelConfig, SigmaDistributionConfig)
-    from models.rew_end_model import RewEndModel, RewEndModelConfig
     from data.episode import Episode
     from data.segment import SegmentId
     from data.utils import make_segment
+    from envs.world_model_env import WorldModelEnv, WorldModelEnvConfig
+    from models.actor_critic import ActorCritic, ActorCriticConfig, ActorCriticLossConfig, compute_lambda_returns
+    from models.diffusion import (
+        Denoiser,
+        DenoiserConfig,
+        DiffusionSampler,
+        DiffusionSamplerConfig,
+        InnerModelConfig,
+        SigmaDistributionConfig,
+    )
+    from models.rew_end_model import RewEndModel, RewEndModelConfig
     return SimpleNamespace(
         WorldModelEnv=WorldModelEnv, WorldModelEnvConfig=WorldModelEnvConfig, ActorCritic=ActorCritic,
         ActorCriticConfig=ActorCriticConfig, ActorCriticLossConfig=ActorCriticLossConfig,

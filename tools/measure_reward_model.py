@@ -1,7 +1,7 @@
 """How well R_ψ names events at a training budget: train it on the trainer's own path (Trainer.collect,
 Trainer.train_phase) with the profile's R_ψ schedule on uniform-policy data (an untrained agent's data), then score
 it on held-out real transitions of other games of the same env (played first, never trained on): AUROC of p(event) and the mean p(event) on
-event and non-event steps (diamond/diagnostics.py).
+event and non-event steps (diamond/loop/diagnostics.py).
 
     OMP_NUM_THREADS=1 python tools/measure_reward_model.py --game MsPacman --seed 0 --out r.json [key=value ...]
 
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from diamond.config import build_config, to_dict
-from diamond.diagnostics import newest_windows, reward_end_detection
-from diamond.io import atomic_write_json
-from diamond.trainer import Trainer
+from diamond.loop.config import build_config, to_dict
+from diamond.loop.diagnostics import newest_windows, reward_end_detection
+from diamond.loop.trainer import Trainer
+from diamond.run.io import atomic_write_json
 
 
 def measure(game: str, seed: int, overrides: list[str], heldout_steps: int, scale: float, every: int) -> dict:

@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from diamond.io import append_jsonl, atomic_write_json, atomic_write_text, atomic_write_yaml, read_json, read_jsonl
+from diamond.run.io import append_jsonl, atomic_write_json, atomic_write_text, atomic_write_yaml, read_json, read_jsonl
 
 
 def toy_run(run_dir: Path, steps: int = 6, step_s: float = 0.2, wait_at_step: int | None = None) -> None:

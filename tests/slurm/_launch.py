@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
-from diamond.io import atomic_write_json
+from diamond.run.io import atomic_write_json
 from slurm.launcher import RunSpec, launch, load_cluster_config
 
 

@@ -22,17 +22,16 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from diamond.bench import PHASES, count_flops, device_name, matmul_peak, measure, with_values, workload
-from diamond.ladder import LADDER, ladder_configs, ladder_rung
-from diamond.config import Config, build_config
-from diamond.diffusion.samplers import nfe
-from diamond.envs import num_actions
-from diamond.trainer import Trainer
-
 import released
 import results
+import torch
+
+from diamond.bench.measure import PHASES, count_flops, device_name, matmul_peak, measure, with_values, workload
+from diamond.bench.ladder import LADDER, ladder_configs, ladder_rung
+from diamond.loop.config import Config, build_config
+from diamond.loop.envs import num_actions
+from diamond.loop.trainer import Trainer
+from diamond.models.diffusion.samplers import nfe
 
 ROOT = Path(__file__).resolve().parents[2]
 # Tiny sizes of the dry run: the smoke profile's networks on 32×32 frames, batch 2, a 2-step horizon.

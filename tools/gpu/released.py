@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from diamond.config import Config
-from diamond.data import ReplayBuffer
+from diamond.loop.config import Config
+from diamond.loop.data import ReplayBuffer
 
 # Imported at module level by the released utils.py for logging only (wandb.init/log in its Trainer and wandb_log),
 # which nothing measured here calls; where it is not installed an empty module stands in so that the measurement

@@ -6,21 +6,23 @@ life losses over the 150 steps. Reads the committed suite's run folders under R 
     PYTHONPATH=. python docs/results/ablation_ddpm_vs_edm-cpu/measure_inverse_ranking.py
 """
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
-from pathlib import Path
+
 torch.set_num_threads(1)
-from diamond.config import from_dict
-from diamond.io import read_yaml
+from ablations.static_decision import action_meanings, decision_probes, expert_family
 from ablations.static_wm import load_trained_model
-from ablations.static_decision import expert_family, action_meanings, decision_probes
+from diamond.loop.config import from_dict
+from diamond.loop.data import to_float
+from diamond.run.io import read_yaml
+from evaluation.decision import play_policies, rollout
 from evaluation.decision_eval import DecisionSettings
 from evaluation.decision_models import load_judges
-from evaluation.decision import play_policies, rollout
 from evaluation.emulator_wm import EmulatorWorldModel
 from evaluation.wm_protocol import AtSteps, _new_generator
-from diamond.data import to_float
+
 R = Path("runs/ablation_ddpm_vs_edm/cpu/")
 jr = json.load(open(R / "judges-Breakout/result.json"))
 s = DecisionSettings.from_dict({**jr["settings"], "probes": 6})

@@ -1,0 +1,5 @@
+"""`python -m diamond.bench`."""
+
+from diamond.bench import main
+
+raise SystemExit(main())

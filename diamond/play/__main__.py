@@ -1,0 +1,5 @@
+"""`python -m diamond.play`."""
+
+from diamond.play import main
+
+raise SystemExit(main())
