@@ -265,11 +265,11 @@ def build_report(ctx: ReportContext, specs: Sequence[RunSpec], default_seeds: in
                  caption=f"Returns on our {len(games)} games. Published columns: the paper's Table 1. "
                          f"{', '.join(models)}: our world models, each named by its registered name (or --models "
                          "label); mean ± sample standard deviation over seeds.", float_fmt="{:.1f}")
-    first = results["model"].eq(results["model"].iloc[0])
-    learning_section(report, results[first].reset_index(drop=True), out, reps.aggregate,
-                     blind[blind["model"].eq(results["model"].iloc[0])] if "model" in blind else blind)
-    if not first.all():
-        report.paragraph(f"The learning check above covers {models[0]}'s runs only.")
+    several = results["model"].nunique() > 1  # then one learning check per world model, each named
+    for model in dict.fromkeys(results["model"]):
+        mine = results["model"].eq(model)
+        learning_section(report, results[mine].reset_index(drop=True), out, reps.aggregate,
+                         blind[blind["model"].eq(model)] if "model" in blind else blind, model if several else None)
 
     report.heading("Aggregate human-normalized scores (Figure 2)")
     agg = aggregate.aggregate_metrics(tidy, reps=reps.aggregate, algorithms=order)

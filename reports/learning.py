@@ -4,6 +4,7 @@ diagnostics that say which stage of Algorithm 1 works (world model, reward/end m
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -49,20 +50,23 @@ def _ci(row: dict, policy: str) -> str:
 
 
 def learning_section(report: Report, results: pd.DataFrame, out: Path, reps: int,
-                     blind: pd.DataFrame | None = None) -> None:
+                     blind: pd.DataFrame | None = None, model: str | None = None) -> None:
     """Append the section; silently nothing when no run carries a measured control (older runs). `blind`: the
-    reward-blind twins' finished runs."""
+    reward-blind twins' finished runs. `model`: the world model whose runs these are, where a report has several
+    (named in the headings, and in the tables' and figures' file names)."""
     runs = _with_returns(results)
     if runs.empty:
         return
-    report.heading("Does the agent learn?")
+    of = f" ({model})" if model else ""
+    suffix = "-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", model) if model else ""
+    report.heading(f"Does the agent learn?{of}")
     episodes = learning.episode_table(runs, None if blind is None or blind.empty else _with_returns(blind))
     table = learning.controls_table(episodes, reps)
     ci = lambda policy: [_ci(row, policy) for row in table.to_dict("records")]  # noqa: E731
     shown = pd.DataFrame({"game": table["game"], "seeds": table["seeds"], "agent [95 % CI]": ci("agent"),
                           **{c: ci(c) for c in learning.CONTROLS},
                           "learnt": ["yes" if x else "no" for x in table["learnt"]]})
-    report.table(shown, "agent_vs_controls", float_fmt="{:.1f}",
+    report.table(shown, f"agent_vs_controls{suffix}", float_fmt="{:.1f}",
                  caption=f"Mean return of the agent's final evaluation and of its controls on the same evaluation "
                          "envs and seeds (full games, raw rewards): uniform random; random with the agent's own "
                          "final action frequencies (matched), also repeating its previous action as often as the "
@@ -73,23 +77,23 @@ def learning_section(report: Report, results: pd.DataFrame, out: Path, reps: int
     report.paragraph(verdict_text(table))
     per_seed = episodes.pivot_table(index=["game", "seed"], columns="policy", values="return", aggfunc="mean")
     per_seed = per_seed[[p for p in ("agent", *learning.CONTROLS) if p in per_seed]].reset_index()
-    report.table(per_seed, "per_seed", float_fmt="{:.1f}",
+    report.table(per_seed, f"per_seed{suffix}", float_fmt="{:.1f}",
                  caption="Mean return per seed of the agent and of each control (the reward-blind column: that "
                          "seed's twin). A control that matches the agent on a seed explains that seed's gain.")
-    atomic_write_text(out / "tables" / "agent_vs_controls_long.csv", table.to_csv(index=False))
-    atomic_write_text(out / "tables" / "episodes.csv", episodes.to_csv(index=False))
+    atomic_write_text(out / "tables" / f"agent_vs_controls_long{suffix}.csv", table.to_csv(index=False))
+    atomic_write_text(out / "tables" / f"episodes{suffix}.csv", episodes.to_csv(index=False))
 
     metrics = learning.curves(runs)
     if metrics.empty or "eval/return" not in metrics:
         return
     reference = {r["game"]: {c: r[c] for c in learning.CONTROLS if c in r and np.isfinite(r[c])}
                  for r in table.to_dict("records")}
-    report.figure(plots.plot_learning_curves(metrics, out / "figures" / "learning_curves.png", reference),
+    report.figure(plots.plot_learning_curves(metrics, out / "figures" / f"learning_curves{suffix}.png", reference),
                   caption="Evaluation return against environment steps (intermediate evaluations of a few episodes, "
                           "the last point: the final evaluation), on the returns' own scale. Horizontal lines: the "
                           "controls' mean returns measured here.")
-    atomic_write_text(out / "tables" / "metrics_long.csv", metrics.to_csv(index=False))
-    report.heading("Diagnostics: which stage works")
+    atomic_write_text(out / "tables" / f"metrics_long{suffix}.csv", metrics.to_csv(index=False))
+    report.heading(f"Diagnostics: which stage works{of}")
     if not metrics.filter(like="diag/").notna().to_numpy().any():  # no epoch ran them: say why, no table of dashes
         report.paragraph(f"No epoch of these runs ran the diagnostics: they run every training.diag_every epochs, "
                          f"and the runs stopped after {int(metrics['epoch'].max())} epoch(s). Set "
@@ -97,7 +101,7 @@ def learning_section(report: Report, results: pd.DataFrame, out: Path, reps: int
                          "to measure them.")
         return
     diag = learning.diagnostics_table(metrics)
-    report.table(diag, "diagnostics", float_fmt="{:.3g}",
+    report.table(diag, f"diagnostics{suffix}", float_fmt="{:.3g}",
                  caption="Second half of training, per game (seeds pooled). World model: one-step MSE (pixels in "
                          "[-1, 1]) on real transitions collected in that epoch, before any learner trained on them, "
                          "against copying the last frame (wm/copy < 1: the model predicts dynamics). Reward/end "
@@ -108,5 +112,5 @@ def learning_section(report: Report, results: pd.DataFrame, out: Path, reps: int
                          "reward and termination per step of the current policy in imagination and in the real "
                          "environment (sign-clipped rewards); entropy: of the policy in imagination.")
     if "diag/wm_over_copy" in metrics:
-        report.figure(plots.plot_diagnostics(metrics, out / "figures" / "diagnostics.png"),
+        report.figure(plots.plot_diagnostics(metrics, out / "figures" / f"diagnostics{suffix}.png"),
                       caption="Diagnostics against environment steps, seeds averaged.")

@@ -195,7 +195,13 @@ def test_memory_and_atari100k_reports_name_the_model(plain_wm: str, tmp_path: Pa
     own = pd.read_csv(tables / "settings_per_model.csv").set_index("setting")
     assert own.loc["world model (factory)", "mine"] == plain_wm and own.loc["denoiser channels", "mine"] == \
         "– (not read)" and own.loc["denoiser channels", "diamond"] != "– (not read)"
-    assert "different configurations" not in (opts.report_dir(atari100k.NAME) / "report.md").read_text()
+    text = (opts.report_dir(atari100k.NAME) / "report.md").read_text()
+    assert "different configurations" not in text
+    # one learning check per world model, each named, each with its own tables
+    assert "## Does the agent learn? (diamond)" in text and "## Does the agent learn? (mine)" in text
+    assert "runs only" not in text
+    for model in ("diamond", "mine"):
+        assert list(pd.read_csv(tables / f"agent_vs_controls-{model}.csv")["game"]) == ["Breakout"]
 
 
 def test_evaluate_names_the_factory_a_checkpoint_was_trained_with(tmp_path: Path) -> None:
