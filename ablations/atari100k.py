@@ -39,15 +39,18 @@ def gradient_steps(cfg: Config) -> int:
 
 
 @lru_cache(maxsize=None)
-def gpu_hours(profile: str) -> float:
-    """Projected GPU-hours of one run at `profile` (see COST_NOTE for where each number comes from)."""
+def gpu_hours(profile: str, overrides: tuple[str, ...] = ()) -> float:
+    """Projected GPU-hours of one run at `profile` (see COST_NOTE for where each number comes from), scaled by the
+    gradient steps that `overrides` (--set) give the run against the profile's own: 4x the updates, 4x the hours."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    own = gradient_steps(build_config(profile))
+    scale = gradient_steps(build_config(profile, list(overrides))) / own
     if profile == "paper":
-        return PAPER_GPU_HOURS
+        return PAPER_GPU_HOURS * scale
     if profile == "smoke":
-        return SMOKE_HOURS
-    return PAPER_GPU_HOURS * gradient_steps(build_config(profile)) / gradient_steps(build_config("paper"))
+        return SMOKE_HOURS * scale
+    return PAPER_GPU_HOURS * own / gradient_steps(build_config("paper")) * scale
 
 
 REWARD_BLIND = "reward-blind"  # the twin trained with its imagined rewards shuffled (diamond/loop/controls.py)
@@ -83,7 +86,7 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
     seeds = DEFAULT_SEEDS if opts.seeds is None else opts.seeds
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
-    hours = gpu_hours(opts.profile)
+    hours = gpu_hours(opts.profile, tuple(opts.overrides))
     root = opts.suite_dir(NAME)
     specs = []
     entrants = opts.entrants()

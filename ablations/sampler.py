@@ -115,7 +115,8 @@ class SamplingSuite:
         reject_overrides(self.name, opts.overrides, (*SAMPLING_KEYS, "diffusion.paradigm"))
         games, seeds = self.grid(opts)
         s = self.schedule(opts.profile)
-        agents = agent_specs(self.name, opts, self.arms, games, seeds, atari100k.gpu_hours(opts.profile))
+        hours = atari100k.gpu_hours(opts.profile, tuple(opts.overrides))
+        agents = agent_specs(self.name, opts, self.arms, games, seeds, hours)
         expert_name = f"dataset-{EXPERT_GAME}-expert"
         expert = RunSpec(name=expert_name, run_dir=self.run_dir(opts, expert_name), entry="ablations.static_data:run",
                          kwargs={"game": EXPERT_GAME, "num_frames": s.expert_frames, "seed": 0,

@@ -41,6 +41,19 @@ def test_dry_run_lists_the_130_runs_and_submits_nothing(tmp_path: Path, capsys: 
     assert not (tmp_path / "runs").exists() and not (tmp_path / "reports").exists(), "a dry run writes nothing"
 
 
+def test_projected_hours_follow_the_update_counts_set_on_the_command_line(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    """4x every update count (--set), the env steps unchanged: 4x the projected hours of each run."""
+    updates = {"denoiser_steps": 400, "reward_end_steps": 400, "actor_critic_steps": 400,
+               "first_epoch_denoiser_steps": 10_000, "first_epoch_reward_end_steps": 10_000,
+               "first_epoch_actor_critic_steps": 5_000}  # the paper profile's
+    sets = [a for k, v in updates.items() for a in ("--set", f"training.{k}={4 * v}")]
+    assert run_suite.main(["--suite", "atari100k", "--dry-run", "--executor", "debug", "--games", "Pong",
+                           "--seeds", "1", *sets, *common_args(tmp_path)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("Pong-s0 ")]
+    assert [r[-1] for r in rows] == [f"{4 * 69.6:.1f}"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--suite", "nope"], "invalid choice: 'nope' (choose from 'atari100k', 'ablation_ddpm_vs_edm'"),
     (["--suite", "atari100k", "--profile", "huge"],
