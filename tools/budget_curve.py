@@ -58,8 +58,8 @@ def merge(points: list[tuple[float, Path]], reps: int, profile: str) -> dict[str
     episodes = pd.concat([pd.read_csv(f / "tables" / "episodes.csv").assign(multiplier=m) for m, f in points])
     rows = []
     for m, g in episodes.groupby("multiplier"):
-        row = controls_table(g, reps).assign(multiplier=m, **{f"{k}_updates": v for k, v in updates(m, profile).items()})
-        rows.append(row)
+        counts = {f"{k}_updates": v for k, v in updates(m, profile).items()}
+        rows.append(controls_table(g, reps).assign(multiplier=m, **counts))
     table = pd.concat(rows, ignore_index=True)
     per_seed = episodes.pivot_table(index=["multiplier", "game", "seed"], columns="policy", values="return",
                                     aggfunc="mean").reset_index()
