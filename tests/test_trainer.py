@@ -226,3 +226,21 @@ def test_a_finished_folder_refuses_another_run(reference, capsys: pytest.Capture
     assert main(["--game", "Breakout", "--seed", "1", "--profile", "smoke", "--out", str(run_dir), *TINY,
                  "training.gamma=0.9"]) == 1
     assert "config differs in training.gamma (0.985 on disk, 0.9 requested)" in capsys.readouterr().err
+
+
+def test_controls_draw_the_same_numbers_whatever_the_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs of one seed with other update counts leave the run's RNG in other states; the controls must not
+    inherit it (they did: MsPacman seed 0's uniform control scored 248.1 at 1x and 4x the updates, 268.3 at 2x)."""
+    from diamond.loop import trainer as trainer_module
+
+    draws = []
+    real = trainer_module.control_policies
+
+    def record(stats, rng):
+        draws.append(rng.bit_generator.state)  # the same state: the same draws for every control
+        return real(stats, rng)
+
+    monkeypatch.setattr(trainer_module, "control_policies", record)
+    for i, extra in enumerate(([], ["training.denoiser_steps=4", "training.reward_end_steps=3"])):
+        run(tmp_path / f"run{i}", "Breakout", seed=3, profile="smoke", overrides=[*TINY, *extra])
+    assert len(draws) == 2 and draws[0] == draws[1]

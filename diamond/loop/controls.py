@@ -1,5 +1,6 @@
 """The policies an agent is measured against, so that "learns" means learns. Each plays the same evaluation envs
-and seeds as the agent (Trainer.evaluate), and none looks at the screen:
+and seeds as the agent (Trainer.evaluate), draws its actions from an RNG stream seeded by the run's seed alone
+(trainer.CONTROL_STREAM: every run of a seed plays the same uniform games), and none looks at the screen:
 
 - `uniform`: the uniform random policy, the usual floor;
 - `matched`: actions drawn i.i.d. from the trained agent's own final action frequencies. It beats uniform play

@@ -24,6 +24,9 @@ from diamond.run.errors import UsageError
 from diamond.run.io import append_jsonl, atomic_write_json, atomic_write_yaml, read_json
 from diamond.run.rundir import repair_metrics
 
+# The screen-blind controls draw from a stream of their own, seeded by the run's seed alone: every run of a seed
+# plays its uniform control with the same draws on the same games, whatever its training did.
+CONTROL_STREAM = 1
 EpochHook = Callable[[int, "Trainer"], None]
 EnvFactory = Callable[..., Any]  # make_env's signature: (game, *, train, seed, size, frameskip, noop_max, max_episode_frames)
 
@@ -297,8 +300,9 @@ class Trainer:
         start = time.perf_counter()
         agent = self.agent_policy()
         returns = self.evaluate(self.cfg.training.eval_episodes, agent)
+        rng = np.random.default_rng([self.cfg.seed, CONTROL_STREAM])  # not the run's RNG, whose state the training left
         controls = {name: self.evaluate(self.cfg.training.control_episodes, policy)
-                    for name, policy in control_policies(agent.stats, self.rng).items()}
+                    for name, policy in control_policies(agent.stats, rng).items()}
         random_returns = controls["uniform"]
         self.wall_time += time.perf_counter() - start
         mean = float(np.mean(returns))
