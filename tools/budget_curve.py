@@ -84,7 +84,9 @@ def plot(table: pd.DataFrame, path: Path) -> Path:
         ax.errorbar(x.to_numpy(), t[policy].to_numpy(), yerr=[low, high],
                     marker="o", capsize=3, lw=2.5 if policy == "agent" else 1.2, label=policy)
     ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted(table["multiplier"].unique()), [f"{m:g}×" for m in sorted(table["multiplier"].unique())])
+    points = table.drop_duplicates("multiplier").sort_values("multiplier")
+    ax.set_xticks(points["multiplier"].tolist(),
+                  [f"{m:g}×\n{s} seed{'s' * (s > 1)}" for m, s in zip(points["multiplier"], points["seeds"])])
     ax.set_xlabel("update budget (× the cpu profile's update counts, same env steps)")
     ax.set_ylabel("mean return (raw, full games)")
     ax.set_title(", ".join(table["game"].unique()))

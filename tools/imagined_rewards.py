@@ -1,0 +1,101 @@
+"""Does imagination contain the real game's reward events? A finished agent run's R_ψ scored on real transitions
+and on its world model's open-loop imagination of the same transitions (same context, same real actions).
+
+    python tools/imagined_rewards.py RUN_FOLDER [--segments 256] [--horizon 15] [--out FILE.json]
+
+Segments of the run's own replay (every frame real) give a context of L frames and the next H real frames and
+actions. R_ψ, burned in on the context, scores the H real transitions (p(event) = 1 − p(reward 0)); the world
+model, from the same context and the same real actions, imagines H frames, which R_ψ scores in the same way.
+Reported: the real event rate, mean p(event) on real and on imagined transitions, R_ψ's AUROC against the real
+events on each, and mean p(event) per imagined step. Imagined p(event) far below real on the same actions means
+the imagined frames lack the events (world model); an AUROC near 0.5 on real frames means R_ψ cannot name them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diamond.loop.agent import build_agent
+from diamond.loop.config import from_dict
+from diamond.loop.data import ReplayBuffer, sample_segments, to_float
+from diamond.loop.diagnostics import auroc
+from diamond.loop.envs import num_actions
+from diamond.run.io import atomic_write_json, read_yaml
+
+Predict = Callable[[Tensor, Tensor, int], Tensor]  # (history frames, history actions, step t) -> next frame
+
+
+def p_event(rew_logits: Tensor) -> Tensor:
+    """Probability of any non-zero reward (classes -1, 0, +1: one minus the middle one)."""
+    return 1.0 - rew_logits.float().softmax(-1)[..., 1]
+
+
+@torch.no_grad()
+def score(reward_end: Any, obs: Tensor, act: Tensor, context: int, predict: Predict) -> dict[str, Tensor]:
+    """p(event) of R_ψ on the real transitions after `context` frames of obs [B, L + H, ...] (in [-1, 1]) and on
+    the frames `predict` imagines from the same context with the same actions (act[:, i] taken at obs[:, i])."""
+    horizon = obs.shape[1] - context
+    _, _, state = reward_end(obs[:, : context - 1], act[:, : context - 1], obs[:, 1:context], None)
+    prev = obs[:, context - 1 : -1]
+    real_logits, _, _ = reward_end(prev, act[:, context - 1 : -1], obs[:, context:], state)
+    hist_obs, hist_act, imagined_state, imagined = obs[:, :context], act[:, :context], state, []
+    for t in range(horizon):
+        nxt = predict(hist_obs, hist_act, t)
+        logits, _, imagined_state = reward_end(hist_obs[:, -1:], hist_act[:, -1:], nxt[:, None], imagined_state)
+        imagined.append(p_event(logits[:, 0]))
+        hist_obs = torch.cat([hist_obs[:, 1:], nxt[:, None]], dim=1)
+        hist_act = torch.cat([hist_act[:, 1:], act[:, context + t : context + t + 1]], dim=1) if t + 1 < horizon \
+            else hist_act
+    return {"real": p_event(real_logits), "imagined": torch.stack(imagined, dim=1)}
+
+
+def measure(run_dir: Path, segments: int, horizon: int, seed: int) -> dict[str, Any]:
+    cfg = from_dict(read_yaml(run_dir / "config.yaml"))
+    state = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    agent = build_agent(cfg, num_actions(cfg.env.game))
+    agent.load_state_dict(state["agent"])
+    agent.eval()
+    context = cfg.diffusion.num_history
+    replay = ReplayBuffer.load(run_dir / "replay")
+    rng = np.random.default_rng(seed)
+    seg = sample_segments(replay, segments * 2, context + horizon, rng, pad="left", recency_weights=None)
+    keep = np.flatnonzero(seg.mask.all(1) & seg.trans_mask[:, context - 1 : -1].all(1))[:segments]
+    obs, act = to_float(torch.from_numpy(seg.obs[keep])), torch.from_numpy(seg.act[keep])
+    events = torch.from_numpy(seg.rew[keep, context - 1 : -1] != 0)
+    torch.manual_seed(seed)
+    scores = score(agent.reward_end, obs, act, context,
+                   lambda o, a, t: agent.world_model.predict_next(o, a))
+    out = {"run": str(run_dir), "segments": len(keep), "horizon": horizon, "context": context,
+           "real_event_rate": float(events.float().mean())}
+    for name, p in scores.items():
+        out.update({f"{name}_p_event": float(p.mean()), f"{name}_auroc": auroc(p.flatten(), events.flatten()),
+                    f"{name}_p_event_per_step": p.mean(0).tolist()})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a finished diamond.train run folder")
+    parser.add_argument("--segments", type=int, default=256, help="real segments scored (256)")
+    parser.add_argument("--horizon", type=int, default=15, help="imagined steps per segment (15, Table 2's H)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="JSON file for the result")
+    args = parser.parse_args(argv)
+    if not (args.run / "checkpoints" / "last.pt").is_file():
+        raise SystemExit(f"{args.run / 'checkpoints' / 'last.pt'} is missing: give a diamond.train run folder")
+    result = measure(args.run, args.segments, args.horizon, args.seed)
+    if args.out:
+        atomic_write_json(args.out, result)
+    print(json.dumps({k: v for k, v in result.items() if not k.endswith("per_step")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
