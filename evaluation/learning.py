@@ -21,7 +21,7 @@ DIAG_KEYS = ("diag/wm_mse", "diag/copy_last_mse", "diag/wm_over_copy", "diag/rew
              "diag/reward_fn", "diag/end_tp", "diag/end_fp", "diag/end_fn", "imagination/reward_mean",
              "collect/reward_rate", "imagination/end_rate", "collect/end_rate", "actor_critic/entropy",
              "eval/return", "diag/reward_p_event", "diag/reward_p_nonevent", "diag/end_p_event",
-             "diag/end_p_nonevent", "diag/reward_auroc", "diag/end_auroc")
+             "diag/end_p_nonevent", "diag/reward_auroc", "diag/end_auroc", "diag/imagined_reward_auroc")
 
 
 def cluster_bootstrap_mean(per_seed: Sequence[Sequence[float]], reps: int = 2_000, seed: int = 0
@@ -123,7 +123,7 @@ def diagnostics_table(metrics: pd.DataFrame, late_fraction: float = 0.5) -> pd.D
             "rew rec": _ratio(t("diag/reward_tp"), t("diag/reward_tp") + t("diag/reward_fn")),
             "rew events": t("diag/reward_tp") + t("diag/reward_fn"),
             "P(rew|rew)": g("diag/reward_p_event"), "P(rew|none)": g("diag/reward_p_nonevent"),
-            "rew AUROC": g("diag/reward_auroc"),
+            "rew AUROC": g("diag/reward_auroc"), "imag rew AUROC": g("diag/imagined_reward_auroc"),
             "end prec": _ratio(t("diag/end_tp"), t("diag/end_tp") + t("diag/end_fp")),
             "end rec": _ratio(t("diag/end_tp"), t("diag/end_tp") + t("diag/end_fn")),
             "imag rew/step": g("imagination/reward_mean"), "real rew/step": g("collect/reward_rate"),
@@ -134,5 +134,7 @@ def diagnostics_table(metrics: pd.DataFrame, late_fraction: float = 0.5) -> pd.D
             del row["P(rew|rew)"], row["P(rew|none)"]
         if "diag/reward_auroc" not in late:
             del row["rew AUROC"]
+        if "diag/imagined_reward_auroc" not in late:
+            del row["imag rew AUROC"]
         rows.append(row)
     return pd.DataFrame(rows)

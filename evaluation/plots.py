@@ -339,6 +339,10 @@ def plot_diagnostics(metrics: pd.DataFrame, path: str | Path) -> Path:
             ax.axhline(1.0, color="grey", ls="--", lw=1)
         if key == "diag/reward_auroc":
             ax.axhline(0.5, color="grey", ls="--", lw=1)
+            imagined = "diag/imagined_reward_auroc"
+            for game, g in (df[df[imagined].notna()].groupby("game", sort=False) if imagined in df else ()):
+                curve = g.groupby("env_steps")[imagined].mean()  # runs that logged it: R_ψ on imagined frames
+                ax.plot(curve.index, curve.values, ls=":", marker="x", label=f"{game}, imagined")
         if key == "reward_gap":
             ax.axhline(0.0, color="grey", ls="--", lw=1)
         ax.set_title(title, fontsize=9)

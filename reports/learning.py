@@ -108,7 +108,11 @@ def learning_section(report: Report, results: pd.DataFrame, out: Path, reps: int
                          "model (R_ψ): precision and recall of its most likely class for non-zero rewards (sign must "
                          "match) and terminations on the same held-out transitions, and, where logged, the mean "
                          "probability it gives a reward on reward and on no-reward transitions, and the AUROC of that "
-                         "probability (0.5: it cannot tell reward steps from others). Imagined vs real: "
+                         "probability (0.5: it cannot tell reward steps from others). "
+                         + ("imag rew AUROC: the same AUROC with R_ψ scoring the world model's open-loop imagination "
+                            "of those transitions (same context, same real actions); near 0.5, imagined rewards say "
+                            "nothing about the actions. " if "imag rew AUROC" in diag else "")
+                         + "Imagined vs real: "
                          "reward and termination per step of the current policy in imagination and in the real "
                          "environment (sign-clipped rewards); entropy: of the policy in imagination.")
     if "diag/wm_over_copy" in metrics:

@@ -17,6 +17,7 @@ from diamond.loop.data import Episode, ReplayBuffer, to_float
 from diamond.loop.diagnostics import (
     TensorBoard,
     detection_counts,
+    imagined_reward_detection,
     newest_windows,
     one_step_error,
     precision_recall,
@@ -70,7 +71,7 @@ class _Scripted(nn.Module):
         super().__init__()
         self.exact = exact
 
-    def predict_next(self, obs: Tensor, act: Tensor) -> Tensor:
+    def predict_next(self, obs: Tensor, act: Tensor, generator: torch.Generator | None = None) -> Tensor:
         assert obs.shape[1] == L and act.shape[1] == L
         return obs[:, -1] + 1 / 127.5 if self.exact else obs[:, -1]
 
@@ -112,6 +113,18 @@ def test_reward_end_detection_against_a_model_that_knows_the_answer() -> None:
     assert wrong["diag/reward_precision"] == pytest.approx(2 / 30) and wrong["diag/reward_recall"] == 1.0
     assert wrong["diag/end_recall"] == 0.0 and np.isnan(wrong["diag/end_precision"])
     assert wrong["diag/reward_p_nonevent"] > 0.99 and wrong["diag/end_p_event"] < 0.01
+
+
+def test_imagined_rewards_are_found_only_where_the_world_model_imagines_the_events() -> None:
+    """Imagination of the real windows with the real actions: a world model that knows the dynamics shows R_ψ the
+    frames it rewards at the right steps (AUROC 1); one that copies the last frame never does."""
+    replay = _replay(_episode(0, 30, rewards={4: 1.0, 16: 1.0}))
+    w = newest_windows(replay, 30, L + 6, torch.device("cpu"))
+    exact = imagined_reward_detection(_Scripted(True), _ReadsFrames(), w)
+    copy = imagined_reward_detection(_Scripted(False), _ReadsFrames(), w)
+    assert exact["diag/imagined_reward_auroc"] == 1.0
+    assert exact["diag/imagined_reward_p_event"] > 0.99 and exact["diag/imagined_reward_p_nonevent"] < 0.01
+    assert copy["diag/imagined_reward_auroc"] < 0.75 and copy["diag/imagined_reward_p_event"] < 0.01
 
 
 def test_detection_counts_require_the_right_sign() -> None:
@@ -169,6 +182,7 @@ def test_a_run_writes_diagnostics_learning_curve_and_random_baseline(tmp_path: P
     lines = read_jsonl(run_dir / "metrics.jsonl")
     epochs = [m for m in lines if not m.get("final")]
     assert all("diag/wm_over_copy" in m and "diag/reward_recall" in m and "diag/reward_auroc" in m for m in epochs)
+    assert all("diag/imagined_reward_auroc" in m for m in epochs)
     assert epochs[0]["diag/heldout_transitions"] == 200 and epochs[1]["diag/heldout_transitions"] == 30
     assert all("eval/return" in m and len(m["eval/episode_returns"]) == 1 for m in epochs[:-1])
     assert all("collect/reward_rate" in m for m in epochs[1:])

@@ -1,19 +1,15 @@
-"""tools/imagined_rewards.py scores R_ψ on real transitions and on imagined ones from the same context and actions.
+"""diamond.loop.diagnostics.imagined_event_scores (tools/imagined_rewards.py and the per-epoch diagnostic) scores
+R_ψ on real transitions and on imagined ones from the same context and actions.
 Oracle: a world model that returns the real next frame makes both scores equal, step for step; one that copies
 the last frame does not."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import imagined_rewards  # noqa: E402
-
-from diamond.loop.agent import build_reward_end  # noqa: E402
-from diamond.loop.config import build_config  # noqa: E402
+from diamond.loop.agent import build_reward_end
+from diamond.loop.config import build_config
+from diamond.loop.diagnostics import imagined_event_scores
 
 
 def test_a_world_model_that_returns_the_real_future_scores_like_the_real_future() -> None:
@@ -31,8 +27,8 @@ def test_a_world_model_that_returns_the_real_future_scores_like_the_real_future(
         seen.append(hist_act[:, -1].clone())  # the action taken at the newest frame
         return obs[:, context + t]
 
-    scores = imagined_rewards.score(reward_end, obs, act, context, oracle)
+    scores = imagined_event_scores(reward_end, obs, act, context, oracle)
     torch.testing.assert_close(scores["imagined"], scores["real"], rtol=1e-5, atol=1e-6)
     assert all(torch.equal(a, act[:, context - 1 + t]) for t, a in enumerate(seen))
-    copy = imagined_rewards.score(reward_end, obs, act, context, lambda o, a, t: o[:, -1])
+    copy = imagined_event_scores(reward_end, obs, act, context, lambda o, a, t: o[:, -1])
     assert not torch.allclose(copy["imagined"], scores["real"], atol=1e-3)

@@ -16,44 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from diamond.loop.agent import build_agent
 from diamond.loop.config import from_dict
 from diamond.loop.data import ReplayBuffer, sample_segments, to_float
-from diamond.loop.diagnostics import auroc
+from diamond.loop.diagnostics import auroc, imagined_event_scores
 from diamond.loop.envs import num_actions
 from diamond.run.io import atomic_write_json, read_yaml
-
-Predict = Callable[[Tensor, Tensor, int], Tensor]  # (history frames, history actions, step t) -> next frame
-
-
-def p_event(rew_logits: Tensor) -> Tensor:
-    """Probability of any non-zero reward (classes -1, 0, +1: one minus the middle one)."""
-    return 1.0 - rew_logits.float().softmax(-1)[..., 1]
-
-
-@torch.no_grad()
-def score(reward_end: Any, obs: Tensor, act: Tensor, context: int, predict: Predict) -> dict[str, Tensor]:
-    """p(event) of R_ψ on the real transitions after `context` frames of obs [B, L + H, ...] (in [-1, 1]) and on
-    the frames `predict` imagines from the same context with the same actions (act[:, i] taken at obs[:, i])."""
-    horizon = obs.shape[1] - context
-    _, _, state = reward_end(obs[:, : context - 1], act[:, : context - 1], obs[:, 1:context], None)
-    prev = obs[:, context - 1 : -1]
-    real_logits, _, _ = reward_end(prev, act[:, context - 1 : -1], obs[:, context:], state)
-    hist_obs, hist_act, imagined_state, imagined = obs[:, :context], act[:, :context], state, []
-    for t in range(horizon):
-        nxt = predict(hist_obs, hist_act, t)
-        logits, _, imagined_state = reward_end(hist_obs[:, -1:], hist_act[:, -1:], nxt[:, None], imagined_state)
-        imagined.append(p_event(logits[:, 0]))
-        hist_obs = torch.cat([hist_obs[:, 1:], nxt[:, None]], dim=1)
-        hist_act = torch.cat([hist_act[:, 1:], act[:, context + t : context + t + 1]], dim=1) if t + 1 < horizon \
-            else hist_act
-    return {"real": p_event(real_logits), "imagined": torch.stack(imagined, dim=1)}
 
 
 def measure(run_dir: Path, segments: int, horizon: int, seed: int) -> dict[str, Any]:
@@ -70,8 +43,8 @@ def measure(run_dir: Path, segments: int, horizon: int, seed: int) -> dict[str, 
     obs, act = to_float(torch.from_numpy(seg.obs[keep])), torch.from_numpy(seg.act[keep])
     events = torch.from_numpy(seg.rew[keep, context - 1 : -1] != 0)
     torch.manual_seed(seed)
-    scores = score(agent.reward_end, obs, act, context,
-                   lambda o, a, t: agent.world_model.predict_next(o, a))
+    scores = imagined_event_scores(agent.reward_end, obs, act, context,
+                                   lambda o, a, t: agent.world_model.predict_next(o, a))
     out = {"run": str(run_dir), "segments": len(keep), "horizon": horizon, "context": context,
            "real_event_rate": float(events.float().mean())}
     for name, p in scores.items():

@@ -275,7 +275,8 @@ class Trainer:
             if t.diag_every and (self.epoch + 1) % t.diag_every == 0 and new_steps > 0:
                 # the steps just collected, before any learner has trained on them: held-out real data
                 metrics.update(heldout_diagnostics(self.agent.world_model, self.agent.reward_end, self.replay,
-                                                   new_steps, t.reward_end_seq_len, self.device))
+                                                   new_steps, t.reward_end_seq_len, self.device,
+                                                   t.imagination_horizon))
             for name, n, n_first in (("denoiser", t.denoiser_steps, t.first_epoch_denoiser_steps),
                                      ("reward_end", t.reward_end_steps, t.first_epoch_reward_end_steps),
                                      ("actor_critic", t.actor_critic_steps, t.first_epoch_actor_critic_steps)):
