@@ -8,7 +8,7 @@ transitions the learners have not trained on yet (the steps collected this epoch
   its probability of any event (imagination samples that probability, so it must rank event steps above others);
 - imagination: the same AUROC with R_ψ scoring the world model's open-loop imagination of the held-out steps
   (same context, same real actions): whether imagined rewards carry the game's events at all
-  (docs/results/atari100k-cpu-budget: 0.45-0.61 where R_ψ scores 1.00 on the real frames);
+  (docs/results/atari100k-cpu-budget: 0.45-0.61 at every budget, 0.73-1.00 on the real frames);
 - the current policy's reward and termination rates in imagination against the real ones (written by the
   trainer from its learners' and collection's logs);
 - TensorBoard curves while a run works, when the optional `tensorboard` package is installed.
