@@ -29,7 +29,7 @@ from diamond.loop.envs import num_actions
 from diamond.run.io import atomic_write_json, read_yaml
 
 
-def measure(run_dir: Path, segments: int, horizon: int, seed: int) -> dict[str, Any]:
+def measure(run_dir: Path, segments: int, horizon: int, seed: int, num_steps: int | None = None) -> dict[str, Any]:
     cfg = from_dict(read_yaml(run_dir / "config.yaml"))
     state = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     agent = build_agent(cfg, num_actions(cfg.env.game))
@@ -44,8 +44,9 @@ def measure(run_dir: Path, segments: int, horizon: int, seed: int) -> dict[str, 
     events = torch.from_numpy(seg.rew[keep, context - 1 : -1] != 0)
     torch.manual_seed(seed)
     scores = imagined_event_scores(agent.reward_end, obs, act, context,
-                                   lambda o, a, t: agent.world_model.predict_next(o, a))
+                                   lambda o, a, t: agent.world_model.predict_next(o, a, num_steps=num_steps))
     out = {"run": str(run_dir), "segments": len(keep), "horizon": horizon, "context": context,
+           "num_steps": num_steps or agent.world_model.num_steps,
            "real_event_rate": float(events.float().mean())}
     for name, p in scores.items():
         out.update({f"{name}_p_event": float(p.mean()), f"{name}_auroc": auroc(p.flatten(), events.flatten()),
@@ -59,11 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segments", type=int, default=256, help="real segments scored (256)")
     parser.add_argument("--horizon", type=int, default=15, help="imagined steps per segment (15, Table 2's H)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-steps", type=int, help="denoising steps of the imagination (default: the run's)")
     parser.add_argument("--out", type=Path, help="JSON file for the result")
     args = parser.parse_args(argv)
     if not (args.run / "checkpoints" / "last.pt").is_file():
         raise SystemExit(f"{args.run / 'checkpoints' / 'last.pt'} is missing: give a diamond.train run folder")
-    result = measure(args.run, args.segments, args.horizon, args.seed)
+    result = measure(args.run, args.segments, args.horizon, args.seed, args.num_steps)
     if args.out:
         atomic_write_json(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if not k.endswith("per_step")}, indent=1))
