@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diamond.loop.agent import build_agent
+from diamond.evaluate import load_agent
 from diamond.loop.config import from_dict
 from diamond.loop.data import ReplayBuffer, sample_segments, to_float
 from diamond.loop.diagnostics import auroc, imagined_event_scores
@@ -31,10 +31,7 @@ from diamond.run.io import atomic_write_json, read_yaml
 
 def measure(run_dir: Path, segments: int, horizon: int, seed: int, num_steps: int | None = None) -> dict[str, Any]:
     cfg = from_dict(read_yaml(run_dir / "config.yaml"))
-    state = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
-    agent = build_agent(cfg, num_actions(cfg.env.game))
-    agent.load_state_dict(state["agent"])
-    agent.eval()
+    agent = load_agent(run_dir / "checkpoints" / "last.pt", cfg, num_actions(cfg.env.game), official=False).eval()
     context = cfg.diffusion.num_history
     replay = ReplayBuffer.load(run_dir / "replay")
     rng = np.random.default_rng(seed)
