@@ -16,9 +16,10 @@ transitions the learners have not trained on yet (the steps collected this epoch
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -65,21 +66,32 @@ def newest_windows(replay: ReplayBuffer, num_steps: int, length: int, device: to
     return Windows(frames, as_t(act), as_t(rew), as_t(end), real)
 
 
+@contextmanager
+def evaluating(*modules: nn.Module) -> Iterator[None]:
+    """The modules in eval mode for a measurement, each put back in the mode it had (a learner mid-run trains)."""
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+
+
 @torch.no_grad()
 def one_step_error(world_model: nn.Module, w: Windows, batch: int = 64) -> dict[str, float]:
     """Mean squared error (pixels in [-1, 1]) of the world model's next frame given the L real frames and actions
     before it, and of copying the last frame, over the same held-out transitions."""
     L = world_model.num_history
-    was_training = world_model.training
-    world_model.eval()
     model_se, copy_se = [], []
-    for i in range(0, len(w.obs), batch):
-        obs, act = w.obs[i : i + batch], w.act[i : i + batch]
-        pred = world_model.predict_next(obs[:, -L - 1 : -1], act[:, -L - 1 : -1])
-        target = obs[:, -1]
-        model_se.append((pred - target).pow(2).flatten(1).mean(1))
-        copy_se.append((obs[:, -2] - target).pow(2).flatten(1).mean(1))
-    world_model.train(was_training)
+    with evaluating(world_model):
+        for i in range(0, len(w.obs), batch):
+            obs, act = w.obs[i : i + batch], w.act[i : i + batch]
+            pred = world_model.predict_next(obs[:, -L - 1 : -1], act[:, -L - 1 : -1])
+            target = obs[:, -1]
+            model_se.append((pred - target).pow(2).flatten(1).mean(1))
+            copy_se.append((obs[:, -2] - target).pow(2).flatten(1).mean(1))
     model, copy = torch.cat(model_se).mean().item(), torch.cat(copy_se).mean().item()
     return {"diag/wm_mse": model, "diag/copy_last_mse": copy, "diag/wm_over_copy": model / max(copy, 1e-12),
             "diag/heldout_transitions": float(len(w.obs))}
@@ -101,15 +113,13 @@ def precision_recall(tp: int, fp: int, fn: int) -> tuple[float, float]:
 def reward_end_detection(reward_end: nn.Module, w: Windows, batch: int = 64) -> dict[str, float]:
     """Precision/recall of R_ψ's most likely class for non-zero rewards and for terminations, on the last
     transition of each held-out window (the LSTM burns in on the window's earlier transitions)."""
-    was_training = reward_end.training
-    reward_end.eval()
     rew_logits, end_logits = [], []
-    for i in range(0, len(w.obs), batch):
-        obs, act = w.obs[i : i + batch], w.act[i : i + batch]
-        rl, el, _ = reward_end(obs[:, :-1], act[:, :-1], obs[:, 1:])
-        rew_logits.append(rl[:, -1].float())
-        end_logits.append(el[:, -1].float())
-    reward_end.train(was_training)
+    with evaluating(reward_end):
+        for i in range(0, len(w.obs), batch):
+            obs, act = w.obs[i : i + batch], w.act[i : i + batch]
+            rl, el, _ = reward_end(obs[:, :-1], act[:, :-1], obs[:, 1:])
+            rew_logits.append(rl[:, -1].float())
+            end_logits.append(el[:, -1].float())
     sign = torch.sign(w.rew[:, -2]).long()  # the window's last transition: frames -2 -> -1
     out: dict[str, float] = {}
     # reward classes 0, 1, 2 = sign -1, 0, +1: shift to "class 0 = no event" as for ends
@@ -197,12 +207,10 @@ def imagined_reward_detection(world_model: nn.Module, reward_end: nn.Module, w: 
     keep = keep[torch.linspace(0, len(keep) - 1, min(max_windows, len(keep))).round().long()]
     obs, act, events = w.obs[keep], w.act[keep], w.rew[keep][:, context - 1 : -1] != 0
     generator = torch.Generator(device=obs.device).manual_seed(0)
-    modes = world_model.training, reward_end.training
-    world_model.eval(), reward_end.eval()
-    scores = torch.cat([imagined_event_scores(reward_end, obs[i : i + batch], act[i : i + batch], context,
-                                              lambda o, a, t: world_model.predict_next(o, a, generator=generator)
-                                              )["imagined"] for i in range(0, len(obs), batch)])
-    world_model.train(modes[0]), reward_end.train(modes[1])
+    with evaluating(world_model, reward_end):
+        scores = torch.cat([imagined_event_scores(reward_end, obs[i : i + batch], act[i : i + batch], context,
+                                                  lambda o, a, t: world_model.predict_next(o, a, generator=generator)
+                                                  )["imagined"] for i in range(0, len(obs), batch)])
     mean = lambda x: float(x.mean()) if len(x) else float("nan")  # noqa: E731
     return {"diag/imagined_reward_auroc": auroc(scores.flatten(), events.flatten()),
             "diag/imagined_reward_p_event": mean(scores[events]), "diag/imagined_reward_p_nonevent":
