@@ -15,7 +15,15 @@ from functools import lru_cache
 import yaml
 
 from diamond.loop.config import build_config
-from diamond.models.registry import FACTORY_KEY, OPTIONS_KEY, Declarations, build_world_model, declarations, saved_rng
+from diamond.models.registry import (
+    FACTORY_KEY,
+    OPTIONS_KEY,
+    Declarations,
+    build_world_model,
+    declarations,
+    saved_rng,
+)
+from reports.common import name_key
 
 MODELS_FLAG = "--models"
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -47,7 +55,7 @@ class Entrant:
     @property
     def key(self) -> str:
         """Run-name part: the label with anything but letters, digits, '_', '.' and '-' made '-'."""
-        return re.sub(r"[^A-Za-z0-9_.-]+", "-", self.label)
+        return name_key(self.label)
 
     def overrides(self) -> list[str]:
         """The config keys that choose this model (after the user's --set, so they win for an added model)."""

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -52,6 +53,12 @@ def bootstrap_reps(default: int) -> int:
     if reps < 1:
         raise ValueError(f"${REPS_ENV}={raw!r} must be a positive integer (bootstrap repetitions)")
     return reps
+
+
+def name_key(label: str) -> str:
+    """A world model's label as a run-name or file-name part: anything but letters, digits, '_', '.' and '-' made
+    '-' (the suites' run names and the reports' per-model tables use the same key)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", label)
 
 
 def read_result(run_dir: Path) -> dict[str, Any]:

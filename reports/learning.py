@@ -4,7 +4,6 @@ diagnostics that say which stage of Algorithm 1 works (world model, reward/end m
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import pandas as pd
 from diamond.run.io import atomic_write_text
 from evaluation import learning, plots
 from reports.builder import Report
-from reports.common import format_ci, read_result
+from reports.common import format_ci, name_key, read_result
 
 
 def _with_returns(results: pd.DataFrame) -> pd.DataFrame:
@@ -58,7 +57,7 @@ def learning_section(report: Report, results: pd.DataFrame, out: Path, reps: int
     if runs.empty:
         return
     of = f" ({model})" if model else ""
-    suffix = "-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", model) if model else ""
+    suffix = "-" + name_key(model) if model else ""
     report.heading(f"Does the agent learn?{of}")
     episodes = learning.episode_table(runs, None if blind is None or blind.empty else _with_returns(blind))
     table = learning.controls_table(episodes, reps)
