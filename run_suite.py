@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator, NoReturn
 
 from ablations.entrants import parse_models
-from ablations.registry import SUITE_MODULES, Suite, SuiteOptions, check_models, get_suite
+from ablations.registry import SUITE_MODULES, Suite, SuiteOptions, get_suite
 from diamond.loop.config import PROFILES, build_config
 from diamond.loop.profiles import PROFILE_HELP
 from diamond.run.cli import DEBUG_HELP, run_cli
@@ -290,7 +290,6 @@ def _main(argv: list[str]) -> int:
     try:
         suite = load_suite(args.suite)
         opts = suite_options(args)
-        check_models(suite, opts)
         cluster = cluster_config(args.cluster, opts)
         if args.out.exists() and not args.out.is_dir():
             raise UsageError(f"--out {args.out} is a file, not a folder; choose another --out")

@@ -14,11 +14,10 @@ ablations.static_wm (a world model trained on a static dataset):
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,9 +46,11 @@ from evaluation.wm_protocol import (
     generate,
     join_life_losses,
     load_feature_networks,
+    nfe_at,
     num_parameters,
     pick_starts,
     rollout_vs_real,
+    using_sampler,
 )
 from slurm.launcher import RunSpec
 
@@ -107,23 +108,25 @@ def check_evaluation(spec: RunSpec) -> None:
                          f"{spec.kwargs['model_dir']} with {asked}; delete that folder to evaluate again")
 
 
-def agent_run_name(arm: SamplingArm, game: str, seed: int) -> str:
-    return f"{arm.key}-{game}-s{seed}"
+def agent_run_name(key: str, game: str, seed: int) -> str:
+    """`key`: the arm's key for the suite's own model, `<model>-<arm>` for an added one (SamplingPlan.key)."""
+    return f"{key}-{game}-s{seed}"
 
 
-def agent_specs(suite: str, opts: SuiteOptions, arms: Sequence[SamplingArm], games: Sequence[str], seeds: int,
-                gpu_hours: float) -> list[RunSpec]:
-    """One `diamond.train:run` per (arm, game, seed): Algorithm 1 with the arm's sampler and n, all else equal."""
+def agent_specs(suite: str, opts: SuiteOptions, arms: Sequence[tuple[str, SamplingArm, Sequence[str]]],
+                games: Sequence[str], seeds: int, gpu_hours: float) -> list[RunSpec]:
+    """One `diamond.train:run` per (arm, game, seed): Algorithm 1 with the arm's sampler and n, all else equal.
+    `arms`: (group key, arm, the model's overrides) in report order."""
     specs = []
-    for arm in arms:
+    for key, arm, model in arms:
         for game in games:
             for seed in range(seeds):
-                overrides = [*opts.overrides, *arm.overrides]
+                overrides = [*opts.overrides, *arm.overrides, *model]
                 cfg = build_config(opts.profile, overrides, seed=seed, **{"env.game": game})
-                name = agent_run_name(arm, game, seed)
+                name = agent_run_name(key, game, seed)
                 spec = RunSpec(name=name, run_dir=opts.suite_dir(suite) / name, entry="diamond.train:run",
                                kwargs={"game": game, "seed": seed, "profile": opts.profile, "overrides": overrides},
-                               gpu_hours=gpu_hours, group=arm.key)
+                               gpu_hours=gpu_hours, group=key)
                 check_finished(spec, cfg)
                 specs.append(spec)
     return specs
@@ -274,17 +277,6 @@ def sharpness(frames: np.ndarray) -> np.ndarray:
     return lap.pow(2).mean(dim=(1, 2, 3)).view(n, t).mean(dim=1).double().numpy()
 
 
-@contextlib.contextmanager
-def using_sampler(model: WorldModel, sampler: str) -> Iterator[None]:
-    """Sample with `sampler` for a while: sampling choices are set at generation time, training is untouched."""
-    model.paradigm.check_sampler(sampler)
-    previous, model.sampler = model.sampler, sampler
-    try:
-        yield
-    finally:
-        model.sampler = previous
-
-
 def sampling_rate(model: WorldModel, context: np.ndarray, actions: np.ndarray, num_steps: int, seed: int) -> float:
     """Frames per second generated in sequence for one trajectory (batch 1), as the paper's 'sampling rate'.
 
@@ -342,11 +334,12 @@ def evaluate_clips(model: WorldModel, episodes: Sequence[Any], settings: Sequenc
         with using_sampler(model, s["sampler"]):
             gen = generate_clips(model, context, acts, n, protocol)
             rate = sampling_rate(model, context, acts, n, protocol.seed)
+            cost = nfe_at(model, s["sampler"], n)  # the model's own count, under this sampler
         per_clip = {"mse": (((target.astype(np.float64) - gen) / 255.0) ** 2).mean(axis=(1, 2, 3, 4)),
                     "sharpness": sharpness(gen)}
         if "lpips" in nets:
             per_clip["lpips"] = lpips_per_pair(target, gen, nets["lpips"]).numpy().reshape(len(gen), -1).mean(axis=1)
-        row = {**s, "nfe": nfe(s["sampler"], n), "sample_rate_hz": rate,
+        row = {**s, "nfe": cost, "sample_rate_hz": rate,
                **{k: float(v.mean()) for k, v in per_clip.items()},
                "relative_sharpness": float(per_clip["sharpness"].mean() / max(arrays["real.sharpness"].mean(), 1e-12))}
         for metric, real_f in real_feats.items():

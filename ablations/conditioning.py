@@ -10,7 +10,8 @@ FVD and LPIPS of 16-frame clips generated from 6 real frames and the real action
 The paper ran this study on CS:GO and motorway driving, whose datasets and 122M/184M-parameter models are
 out of reach here; we run it on the scripted Breakout expert's static dataset with the Atari network.
 Stages: [expert dataset], [one world model per arm × seed, the decision judges], [one evaluation and one
-decision measurement per model].
+decision measurement per model]. Each --models entrant is one more arm, on the frame-stack arm's window and
+schedule, measured with its own sampler.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ablations.arms import ClipProtocol, check_evaluation, check_finished, reject_overrides
+from ablations.entrants import Entrant
 from ablations.sampler import EXPERT_GAME, TEST_FRACTION
 from ablations.static_data import dataset_dir
 from ablations.static_decision import decision_protocol
 from ablations.suite import Suite, SuiteOptions
-from diamond.loop.config import build_config
+from diamond.loop.config import Config, build_config
 from slurm.launcher import RunSpec
 
 NAME = "ablation_conditioning"
@@ -74,8 +76,22 @@ def fit_cond_dim(cond_dim: int, num_history: int) -> int:
     return -(-cond_dim // step) * step
 
 
-def arm_overrides(opts: SuiteOptions, history: str) -> list[str]:
-    """Schedule settings, the user's --set, then what the arm fixes: L = 6 (burn-in too) and its conditioning."""
+def arms(opts: SuiteOptions) -> dict[str, str]:
+    """key -> label: the two conditionings (unless --only-models), then each --models entrant, named by its label,
+    on the frame-stack arm's L = 6 window and schedule."""
+    added = {f"model-{e.key}": e.label for e in opts.entrants() if e.added}
+    return added if opts.only_models else {**ARMS, **added}
+
+
+def _entrant(opts: SuiteOptions, key: str) -> Entrant | None:
+    return next((e for e in opts.entrants() if e.added and f"model-{e.key}" == key), None)
+
+
+def arm_overrides(opts: SuiteOptions, key: str) -> list[str]:
+    """Schedule settings, the user's --set, then what the arm fixes: L = 6 (burn-in too) and its conditioning;
+    an added model gets the frame-stack arm's settings, then its factory and options."""
+    entrant = _entrant(opts, key)
+    history = REFERENCE if entrant else key
     base = [*schedule(opts.profile).overrides, *opts.overrides]
     cfg = build_config(opts.profile, base)
     fixed = [f"diffusion.history={history}", f"diffusion.num_history={HISTORY}", f"training.burn_in={HISTORY}",
@@ -83,7 +99,17 @@ def arm_overrides(opts: SuiteOptions, history: str) -> list[str]:
     if history == "cross_attention" and schedule(opts.profile).small_encoder and not cfg.denoiser.history_kwargs:
         channels = ", ".join(str(c) for c in cfg.denoiser.channels)
         fixed.append(f"denoiser.history_kwargs={{encoder_channels: [{channels}], encoder_cond_dim: 16}}")
-    return [*base, *fixed]
+    return [*base, *fixed, *(entrant.overrides() if entrant else ())]
+
+
+def own_sampler(cfg: Config, key: str, opts: SuiteOptions) -> str:
+    """The sampler an arm is measured with: the config's if the model declares it, else the first it declares
+    (a plug-in's own sampler)."""
+    entrant = _entrant(opts, key)
+    if entrant is None:
+        return cfg.diffusion.sampler
+    offered = entrant.declarations(opts.profile, tuple(opts.overrides)).samplers
+    return cfg.diffusion.sampler if cfg.diffusion.sampler in offered else offered[0]
 
 
 def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
@@ -105,7 +131,7 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
                      kwargs={"dataset_dir": data, "profile": opts.profile, "overrides": arm_overrides(opts, REFERENCE),
                              "decision": decision}, gpu_hours=s.hours_eval, group="judges")
     models, evals = [], []
-    for history in ARMS:
+    for history, label in arms(opts).items():
         overrides = arm_overrides(opts, history)
         for seed in range(opts.seeds or 1):
             cfg = build_config(opts.profile, overrides, seed=seed, **{"env.game": EXPERT_GAME})
@@ -116,9 +142,9 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
                                     "test_every": s.checkpoint_every, "seed": seed, "test_fraction": TEST_FRACTION,
                                     "protocol": {"horizon": s.protocol.clip_len, "num_steps": [cfg.diffusion.num_steps],
                                                  "rollouts": 2, "clips": 2, "feature_networks": False}},
-                            gpu_hours=s.hours[history], group=history)
+                            gpu_hours=s.hours.get(history, s.hours[REFERENCE]), group=history)
             check_finished(model, cfg)
-            setting = {"key": history, "label": ARMS[history], "sampler": cfg.diffusion.sampler,
+            setting = {"key": history, "label": label, "sampler": own_sampler(cfg, history, opts),
                        "num_steps": cfg.diffusion.num_steps}
             evaluation = RunSpec(name=f"eval-{history}-s{seed}", run_dir=root / f"eval-{history}-s{seed}",
                                  entry="ablations.arms:evaluate_world_model",
@@ -140,7 +166,9 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
 def report(opts: SuiteOptions) -> tuple[Path, Path]:
     from reports.conditioning import build_conditioning_report  # the report stack loads only when needed
 
-    return build_conditioning_report(opts.report_context(NAME), stages(opts), ARMS, REFERENCE, HISTORY)
+    labels = arms(opts)
+    return build_conditioning_report(opts.report_context(NAME), stages(opts), labels,
+                                     REFERENCE if REFERENCE in labels else next(iter(labels)), HISTORY)
 
 
 SUITE = Suite(
@@ -153,5 +181,4 @@ SUITE = Suite(
     report=report,
     default_games=(EXPERT_GAME,),
     default_seeds=1,
-    no_models="varies DIAMOND's history conditioning (its arms are conditionings, not models)",
 )

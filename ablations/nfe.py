@@ -39,5 +39,4 @@ SUITE = Suite(
     report=report,
     default_games=VISUAL_GAMES,
     default_seeds=DEFAULT_SEEDS,
-    no_models="varies the denoising steps of DIAMOND's EDM sampler (its arms are step counts, not models)",
 )

@@ -8,7 +8,7 @@ import importlib
 
 from ablations.suite import Suite, SuiteOptions
 
-__all__ = ["SUITE_MODULES", "Suite", "SuiteOptions", "check_models", "get_suite"]
+__all__ = ["SUITE_MODULES", "Suite", "SuiteOptions", "get_suite"]
 
 # suite name -> module that defines SUITE
 SUITE_MODULES: dict[str, str] = {
@@ -20,14 +20,6 @@ SUITE_MODULES: dict[str, str] = {
     "ablation_memory": "ablations.memory",
     "benchmark": "ablations.benchmark",
 }
-
-
-def check_models(suite: Suite, opts: SuiteOptions) -> None:
-    """--models on a suite that takes none is one sentence naming the flag, the reason and the suites that do."""
-    if opts.models and suite.no_models is not None:
-        takers = [n for n in SUITE_MODULES if get_suite(n).no_models is None]
-        raise ValueError(f"--models: suite {suite.name} {suite.no_models}; the suites that take added models: "
-                         f"{', '.join(takers)}")
 
 
 def get_suite(name: str) -> Suite:

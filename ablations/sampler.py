@@ -19,6 +19,11 @@ Two measurements, in stages:
    episodes and each reference agent's own D_θ on the data its policy collected, every arm's sampler on the same
    clips and noise.
 
+Models (ablations/entrants.py): the stages run per world model, the config's (`diamond`) and each --models entrant,
+on the arms whose sampler the model declares (`SamplingPlan`); a model without the reference arm's sampler is left
+out whole, and the report lists every arm left out with its reason. Each model's arms are compared with its own
+reference arm.
+
 `SamplingSuite` is the shared grid of this suite and of `ablation_nfe` (the same stages, other arms).
 """
 
@@ -39,6 +44,7 @@ from ablations.arms import (
     check_finished,
     reject_overrides,
 )
+from ablations.entrants import Entrant
 from ablations.static_data import dataset_dir
 from ablations.suite import Suite, SuiteOptions
 from diamond.loop.config import build_config
@@ -84,8 +90,28 @@ SCHEDULES: dict[str, WorldModelSchedule] = {
 
 
 @dataclass(frozen=True)
+class SamplingPlan:
+    """One world model's arms in a sampling suite: those whose sampler it declares, the reference among them."""
+
+    entrant: Entrant
+    arms: tuple[SamplingArm, ...]
+
+    def key(self, arm: SamplingArm) -> str:
+        """Run-name part and group: the arm's key for the suite's own model (its historical run names)."""
+        return f"{self.entrant.key}-{arm.key}" if self.entrant.added else arm.key
+
+    def label(self, arm: SamplingArm) -> str:
+        return f"{self.entrant.label} {arm.label}" if self.entrant.added else arm.label
+
+    def name(self, base: str) -> str:
+        """A per-model run name: `base` for the suite's own model, `base` with the model's key for an added one."""
+        head, _, tail = base.partition("-")
+        return f"{head}-{self.entrant.key}-{tail}" if self.entrant.added else base
+
+
+@dataclass(frozen=True)
 class SamplingSuite:
-    """A grid of EDM sampling arms: agents per (arm, game, seed), then world-model quality per arm."""
+    """A grid of EDM sampling arms: agents per (model, arm, game, seed), then world-model quality per model and arm."""
 
     name: str
     arms: tuple[SamplingArm, ...]
@@ -110,65 +136,95 @@ class SamplingSuite:
     def run_dir(self, opts: SuiteOptions, name: str) -> Path:
         return opts.suite_dir(self.name) / name
 
+    def plan(self, opts: SuiteOptions) -> tuple[list[SamplingPlan], list[tuple[str, str]]]:
+        """Each model (the suite's own, then --models) with the arms whose sampler it declares, and (label, reason)
+        of each arm left out. A model that does not declare the reference arm's sampler is left out whole: every
+        comparison of the suite is against that arm."""
+        planned, skipped = [], []
+        for entrant in opts.entrants():  # built once at the door: a broken model is refused before anything trains
+            offered = entrant.declarations(opts.profile, opts.overrides).samplers
+            arms = tuple(a for a in self.arms if a.sampler in offered)
+            why = f"{entrant.label}: it declares the samplers {list(offered)}, not "
+            if self.reference not in arms:
+                skipped += [(f"{entrant.label} {a.label}", f"{why}{self.reference.sampler}, the reference arm's")
+                            for a in self.arms]
+                continue
+            planned.append(SamplingPlan(entrant, arms))
+            skipped += [(f"{entrant.label} {a.label}", f"{why}{a.sampler}") for a in self.arms if a not in arms]
+        if not planned:
+            raise ValueError(f"suite {self.name}: no model declares the reference arm's sampler "
+                             f"{self.reference.sampler}: " + "; ".join(dict.fromkeys(why for _, why in skipped)))
+        return planned, skipped
+
     def stages(self, opts: SuiteOptions) -> list[list[RunSpec]]:
-        """[agents + expert dataset], [static world model + agent datasets], [world-model evaluations]."""
+        """[agents + expert dataset], [static world models + agent datasets], [world-model evaluations]."""
         reject_overrides(self.name, opts.overrides, (*SAMPLING_KEYS, "diffusion.paradigm"))
         games, seeds = self.grid(opts)
         s = self.schedule(opts.profile)
         hours = atari100k.gpu_hours(opts.profile, tuple(opts.overrides))
-        agents = agent_specs(self.name, opts, self.arms, games, seeds, hours)
+        planned, _ = self.plan(opts)
+        agents = agent_specs(self.name, opts, [(p.key(a), a, p.entrant.overrides()) for p in planned for a in p.arms],
+                             games, seeds, hours)
         expert_name = f"dataset-{EXPERT_GAME}-expert"
         expert = RunSpec(name=expert_name, run_dir=self.run_dir(opts, expert_name), entry="ablations.static_data:run",
                          kwargs={"game": EXPERT_GAME, "num_frames": s.expert_frames, "seed": 0,
                                  "random_games": s.expert_random_games}, gpu_hours=0.0, group="dataset")
         expert_data = str(dataset_dir(expert.run_dir))
-        wm_name = f"wm-{EXPERT_GAME}-expert"
         static_protocol = {"horizon": s.protocol.clip_len, "num_steps": [self.reference.num_steps], "rollouts": 2,
                            "clips": 2, "feature_networks": False}  # static_wm's own check; the evals below report
-        static_wm = RunSpec(name=wm_name, run_dir=self.run_dir(opts, wm_name), entry="ablations.static_wm:run",
-                            kwargs={"dataset_dir": expert_data, "profile": opts.profile,
-                                    "overrides": list(opts.overrides), "train_steps": s.train_steps,
-                                    "checkpoint_every": s.checkpoint_every, "test_every": s.checkpoint_every,
-                                    "protocol": static_protocol, "seed": 0, "test_fraction": TEST_FRACTION},
-                            gpu_hours=s.hours_static_wm, group="world model")
-        check_finished(static_wm, build_config(opts.profile, list(opts.overrides), seed=0, **{"env.game": EXPERT_GAME}))
-        collects, evals = [], []
-        settings = [arm.setting() for arm in self.arms]
         protocol = s.protocol.to_dict()
-        evals.append(self._eval_spec(opts, EXPERT_GAME, "expert", static_wm.run_dir, expert_data, settings, protocol,
-                                     TEST_FRACTION, s.hours_eval))
-        for game in games:
-            agent_dir = self.run_dir(opts, agent_run_name(self.reference, game, 0))
-            name = f"dataset-{game}-agent"
-            collect = RunSpec(name=name, run_dir=self.run_dir(opts, name), entry="ablations.arms:collect_agent_dataset",
-                              kwargs={"agent_run_dir": str(agent_dir), "num_frames": s.agent_frames, "seed": 0},
-                              gpu_hours=s.hours_collect, group="dataset")
-            collects.append(collect)
-            evals.append(self._eval_spec(opts, game, "agent", agent_dir, str(dataset_dir(collect.run_dir)), settings,
-                                         protocol, None, s.hours_eval))
+        models, collects, evals = [], [], []
+        for p in planned:
+            overrides = [*opts.overrides, *p.entrant.overrides()]
+            wm_name = p.name(f"wm-{EXPERT_GAME}-expert")
+            static_wm = RunSpec(name=wm_name, run_dir=self.run_dir(opts, wm_name), entry="ablations.static_wm:run",
+                                kwargs={"dataset_dir": expert_data, "profile": opts.profile, "overrides": overrides,
+                                        "train_steps": s.train_steps, "checkpoint_every": s.checkpoint_every,
+                                        "test_every": s.checkpoint_every, "protocol": static_protocol, "seed": 0,
+                                        "test_fraction": TEST_FRACTION},
+                                gpu_hours=s.hours_static_wm, group="world model")
+            check_finished(static_wm, build_config(opts.profile, overrides, seed=0, **{"env.game": EXPERT_GAME}))
+            models.append(static_wm)
+            settings = [{**arm.setting(), "label": p.label(arm)} for arm in p.arms]
+            evals.append(self._eval_spec(opts, p.name(f"eval-{EXPERT_GAME}-expert"), static_wm.run_dir, expert_data,
+                                         settings, protocol, TEST_FRACTION, s.hours_eval))
+            for game in games:
+                agent_dir = self.run_dir(opts, agent_run_name(p.key(self.reference), game, 0))
+                name = f"dataset-{game}-agent" + (f"-{p.entrant.key}" if p.entrant.added else "")
+                collect = RunSpec(name=name, run_dir=self.run_dir(opts, name),
+                                  entry="ablations.arms:collect_agent_dataset",
+                                  kwargs={"agent_run_dir": str(agent_dir), "num_frames": s.agent_frames, "seed": 0},
+                                  gpu_hours=s.hours_collect, group="dataset")
+                collects.append(collect)
+                evals.append(self._eval_spec(opts, p.name(f"eval-{game}-agent"), agent_dir,
+                                             str(dataset_dir(collect.run_dir)), settings, protocol, None, s.hours_eval))
         for spec in evals:
             check_evaluation(spec)
-        return [[*agents, expert], [static_wm, *collects], evals]
+        return [[*agents, expert], [*models, *collects], evals]
 
-    def _eval_spec(self, opts: SuiteOptions, game: str, source: str, model_dir: Path, data: str, settings: list,
-                   protocol: dict, test_fraction: float | None, hours: float) -> RunSpec:
-        name = f"eval-{game}-{source}"
+    def _eval_spec(self, opts: SuiteOptions, name: str, model_dir: Path, data: str, settings: list, protocol: dict,
+                   test_fraction: float | None, hours: float) -> RunSpec:
         return RunSpec(name=name, run_dir=self.run_dir(opts, name), entry="ablations.arms:evaluate_world_model",
                        kwargs={"model_dir": str(model_dir), "dataset_dir": data, "settings": settings,
                                "protocol": protocol, "test_fraction": test_fraction},
                        gpu_hours=hours, group="world-model eval")
 
     def report(self, opts: SuiteOptions, title: str, focus: str) -> tuple[Path, Path]:
-        """The suite's report: its stages, arms and the runs' EDM (for the exact-denoiser section) handed in."""
+        """The suite's report: its stages, each model's arms and reference, and the runs' EDM (for the
+        exact-denoiser section) handed in."""
         from reports.sampling import SamplingGrid, build_sampling_report  # the report stack loads only when needed
 
         games, seeds = self.grid(opts)
+        planned, skipped = self.plan(opts)
         edm = build_config(opts.profile, list(opts.overrides)).diffusion.edm
-        grid = SamplingGrid(stages=self.stages(opts), labels={a.key: a.label for a in self.arms},
+        grid = SamplingGrid(stages=self.stages(opts), labels={p.key(a): p.label(a) for p in planned for a in p.arms},
+                            references={p.key(a): p.key(self.reference) for p in planned for a in p.arms},
                             reference=self.reference.key, games=games, seeds=seeds, default_games=self.default_games,
                             default_seeds=self.default_seeds, paradigm=build_paradigm("edm", **asdict(edm)),
-                            arm_settings=tuple((a.sampler, a.num_steps) for a in self.arms),
-                            sampler_labels=dict(SAMPLER_NAMES))
+                            suite_arms={a.key: (a.label, a.sampler, a.num_steps) for a in self.arms},
+                            sampler_labels=dict(SAMPLER_NAMES), skipped=tuple(skipped),
+                            models={p.name(f"eval-{g}-{source}"): p.entrant.label for p in planned
+                                    for g, source in ((EXPERT_GAME, "expert"), *((g, "agent") for g in games))})
         return build_sampling_report(opts.report_context(self.name), grid, title=title, focus=focus)
 
 
@@ -194,5 +250,4 @@ SUITE = Suite(
     report=report,
     default_games=VISUAL_GAMES,
     default_seeds=DEFAULT_SEEDS,
-    no_models="varies the sampler of DIAMOND's EDM paradigm (its arms are samplers, not models)",
 )

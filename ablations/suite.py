@@ -54,5 +54,3 @@ class Suite:
     report: Callable[[SuiteOptions], tuple[Path, Path]]
     default_games: tuple[str, ...] = field(default_factory=tuple)
     default_seeds: int = 1
-    # why the suite takes no --models (None: it runs its arms on every entrant, ablations/entrants.py)
-    no_models: str | None = None

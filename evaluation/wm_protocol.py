@@ -110,7 +110,7 @@ def num_parameters(module: Any) -> int:
 
 
 @contextlib.contextmanager
-def _sampler(world_model: Any, sampler: str | None) -> Iterator[str]:
+def using_sampler(world_model: Any, sampler: str | None) -> Iterator[str]:
     """Temporarily switch the world model's sampler (the NFE-driving choice varied at rollout time) to one it
     declares (diamond/models/registry.py's declarations)."""
     previous = world_model.sampler
@@ -229,7 +229,7 @@ def rollout_vs_real(world_model: Any, episodes: Iterable[Any], *, starts: int, h
     noise_state = generator.get_state()
     tables = []
     world_model.eval()
-    with _sampler(world_model, sampler) as name:
+    with using_sampler(world_model, sampler) as name:
         for n in num_steps_list:
             generator.set_state(noise_state)
             h = min(horizon, int((horizons or {}).get(n, horizon)))
@@ -305,7 +305,7 @@ def clip_metrics(world_model: Any, episodes: Iterable[Any], *, num_clips: int, c
     nets = {k: v for k, v in extractors.items() if isinstance(v, nn.Module)}
     unavailable = {k: str(extractors.get(k, "no extractor given")) for k in FEATURE_NETWORKS if k not in nets}
     world_model.eval()
-    with _sampler(world_model, sampler) as name:
+    with using_sampler(world_model, sampler) as name:
         acts = actions[:, context - L :]
         gen = generate(world_model, real[:, :context], acts, n, generator, desc=f"clips n={n}")
         rate = _sample_rate(world_model, real[:, :context], acts, n, generator)
@@ -349,7 +349,7 @@ def decision_fidelity(world_model: Any, setup: Any, reward_model: Any, num_steps
     scores = references(setup, reward_model)
     bar.update()
     world_model.eval()
-    with _sampler(world_model, sampler):
+    with using_sampler(world_model, sampler):
         for n in num_steps_list:
             model = AtSteps(world_model, n, _new_generator(_device(world_model), settings.seed))
             scores[f"n={n}"] = score(model, reward_model, setup)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -164,9 +164,10 @@ def error_curves(specs_items: Sequence[tuple[RunSpec, Sequence[WMItem]]], path: 
 # --------------------------------------------------------------------------------------------- agent part
 
 
-def agent_part(specs: Sequence[RunSpec], labels: dict[str, str], reference: str,
+def agent_part(specs: Sequence[RunSpec], labels: dict[str, str], references: Mapping[str, str],
                out: Path) -> dict[str, Any] | None:
-    """Tables, figure and summary of the agent arms; None when no agent run has finished."""
+    """Tables, figure and summary of the agent arms; None when no agent run has finished. `references`: arm label
+    -> the label of the arm it is compared with (its world model's reference arm): one comparison per model."""
     results, _ = collect_results(specs)
     if results.empty:
         return None
@@ -187,19 +188,25 @@ def agent_part(specs: Sequence[RunSpec], labels: dict[str, str], reference: str,
     out_part: dict[str, Any] = {"table": table, "per_game": per_game, "reps": reps, "poi_reps": poi_reps,
                                 "figure": plots.plot_interval_estimates(agg, out / "agent_aggregates.png",
                                                                         metrics=("iqm", "mean"), algorithms=arms)}
-    if reference not in arms:
-        out_part["summary"] = f"Agent: the reference arm {reference} has no finished run, so no arm is compared."
-        return out_part
-    comp = compare_agent_arms(tidy, reference, arms, reps=reps, poi_reps=poi_reps)
-    out_part["comparison"] = pd.DataFrame([{
-        "arm": r.arm, "reference": r.reference, "games": r.n_games,
-        "runs (arm/ref)": f"{r.n_runs_arm}/{r.n_runs_reference}",
-        "IQM difference": format_ci(r.iqm_diff, r.iqm_diff_ci_low, r.iqm_diff_ci_high),
-        "P(arm > reference)": format_ci(r.poi, r.poi_ci_low, r.poi_ci_high)} for r in comp.itertuples()])
-    values = {a: float(wide.loc[a, ("value", "iqm")]) for a in arms}
-    diffs = {r.arm: Interval(r.iqm_diff, r.iqm_diff_ci_low, r.iqm_diff_ci_high) for r in comp.itertuples()}
-    out_part["summary"] = "Agent: " + summary_paragraph("IQM of human-normalized scores", values, diffs, reference,
-                                                        higher_is_better=True)
+    comparisons, summaries = [], []
+    for reference in dict.fromkeys(references[a] for a in labels.values()):
+        group = [a for a in arms if references[a] == reference]
+        if reference not in arms:
+            summaries.append(f"Agent: the reference arm {reference} has no finished run, so no arm is compared "
+                             "with it.")
+            continue
+        comp = compare_agent_arms(tidy, reference, group, reps=reps, poi_reps=poi_reps)
+        comparisons += [{"arm": r.arm, "reference": r.reference, "games": r.n_games,
+                         "runs (arm/ref)": f"{r.n_runs_arm}/{r.n_runs_reference}",
+                         "IQM difference": format_ci(r.iqm_diff, r.iqm_diff_ci_low, r.iqm_diff_ci_high),
+                         "P(arm > reference)": format_ci(r.poi, r.poi_ci_low, r.poi_ci_high)} for r in comp.itertuples()]
+        values = {a: float(wide.loc[a, ("value", "iqm")]) for a in group}
+        diffs = {r.arm: Interval(r.iqm_diff, r.iqm_diff_ci_low, r.iqm_diff_ci_high) for r in comp.itertuples()}
+        summaries.append("Agent: " + summary_paragraph("IQM of human-normalized scores", values, diffs, reference,
+                                                       higher_is_better=True))
+    if comparisons:
+        out_part["comparison"] = pd.DataFrame(comparisons)
+    out_part["summary"] = " ".join(summaries)
     return out_part
 
 

@@ -6,7 +6,7 @@ The suite hands everything in (`SamplingGrid`): a report never imports the suite
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -50,16 +50,19 @@ PLOT_STEPS = range(1, 16)
 class SamplingGrid:
     """What a sampling suite hands its report."""
 
-    stages: list[list[RunSpec]]  # [agents + expert dataset], [static world model + agent datasets], [evaluations]
-    labels: dict[str, str]  # arm key -> label, in arm order
-    reference: str  # the reference arm's key
+    stages: list[list[RunSpec]]  # [agents + expert dataset], [static world models + agent datasets], [evaluations]
+    labels: dict[str, str]  # agent group (arm key, `<model>-<arm>` for an added model) -> label, in report order
+    references: dict[str, str]  # agent group -> the group of its model's reference arm
+    reference: str  # the reference arm's key (a setting key in every evaluation)
     games: tuple[str, ...]
     seeds: int
     default_games: tuple[str, ...]
     default_seeds: int
     paradigm: Paradigm  # the runs' EDM: its σ grid and initial noise drive the exact-denoiser section
-    arm_settings: tuple[tuple[str, int], ...]  # (sampler, n) of each arm, in arm order
+    suite_arms: dict[str, tuple[str, str, int]]  # the suite's arms: key -> (label, sampler, n), in arm order
     sampler_labels: dict[str, str]  # sampler name -> display name
+    models: dict[str, str] = field(default_factory=dict)  # evaluation run name -> its world model's label
+    skipped: tuple[tuple[str, str], ...] = ()  # (arm label, why) of each (model, arm) left out
 
 
 def tradeoff_figure(items: Sequence[WMItem], resamples: np.ndarray, metrics: Sequence[str], path: Path) -> Path:
@@ -109,20 +112,21 @@ def build_sampling_report(ctx: ReportContext, grid: SamplingGrid, title: str, fo
     if not any(s in done for s in agents) and not evals:
         raise FileNotFoundError(f"no finished agent or evaluation run under {ctx.runs_dir}; "
                                 "run the suite first.")
-    labels, reference_label = grid.labels, grid.labels[grid.reference]
+    labels = grid.labels
     out = ctx.out_dir
     report = Report(f"{title} (profile {ctx.profile})", out)
     banners(report, ctx, len(done), missing)
     subset = subset_banner(grid.games, grid.default_games, grid.seeds, grid.default_seeds)
     if subset:
         report.banner(subset)
-    agent = agent_part(agents, labels, reference_label, out / "figures")
+    agent = agent_part(agents, labels, {labels[k]: labels[r] for k, r in grid.references.items()}, out / "figures")
     wm_parts = []
     for spec in evals:
-        items = load_items(spec, labels)
+        items = load_items(spec, {})  # each setting's label as the suite wrote it (the model's name included)
         reference = next((it for it in items if it.row["key"] == grid.reference), items[0])
         source = "the scripted expert's" if spec.name.endswith("expert") else "the reference agent's"
-        what = f"World model on {items[0].result['game']} ({source} data)"
+        model = f" {grid.models[spec.name]}" if len(set(grid.models.values())) > 1 else ""
+        what = f"World model{model} on {items[0].result['game']} ({source} data)"
         wm_parts.append((spec, items, reference, what, resamples_of(items)))
 
     report.heading("Summary")
@@ -137,6 +141,10 @@ def build_sampling_report(ctx: ReportContext, grid: SamplingGrid, title: str, fo
     if focus == "nfe" and not any(it[1][0].result["game"] == "Boxing" for it in wm_parts):
         report.paragraph("Boxing, the game of the paper's Figure 4, was not evaluated (not among the selected games "
                          "or not finished); the sharpness numbers above test the same argument on the games that were.")
+    if grid.skipped:
+        report.table(pd.DataFrame(grid.skipped, columns=["arm left out", "reason"]), "arms_left_out",
+                     caption="Arms a model cannot take, from the samplers it declares (docs/plugins.md): not run, so "
+                             "no finding about them is drawn for that model.")
     if agent is not None:
         write_agent_part(report, agent)
     report.heading("World-model quality (Table 6 protocol)")
@@ -155,8 +163,9 @@ def build_sampling_report(ctx: ReportContext, grid: SamplingGrid, title: str, fo
         report.table(metrics_table(items, resamples, metrics), f"wm_{spec.name}",
                      caption=f"{items[0].result['num_clips']} held-out clips ({items[0].result['held_out']}); "
                              f"world model: {items[0].result['model_dir']}.")
-        diff, _ = difference_table(items, reference, resamples, metrics)
-        report.table(diff, f"wm_diff_{spec.name}", caption="Arm − reference, paired 95 % bootstrap CI over clips.")
+        if len(items) > 1:
+            diff, _ = difference_table(items, reference, resamples, metrics)
+            report.table(diff, f"wm_diff_{spec.name}", caption="Arm − reference, paired 95 % bootstrap CI over clips.")
         caption = "Real clip (top) and the same clip generated by each arm."
         if items[0].result["game"] == "Boxing" and focus == "nfe":
             caption += " Compare n = 1 and n = 3 on the opponent (the black player): the paper's Figure 4."
@@ -201,7 +210,8 @@ def exact_denoiser_section(report: Report, grid: SamplingGrid, figure: Path) -> 
     samplers = list(paradigm.supported_samplers)
     data = GaussianData(std=getattr(paradigm.cfg, "sigma_data", 0.5))
     table = exact_denoiser_table(paradigm, samplers, PLOT_STEPS, data)
-    arms = dict(zip(grid.labels, grid.arm_settings))
+    arms = {key: (sampler, n) for key, (_, sampler, n) in grid.suite_arms.items()}
+    arm_labels = {key: label for key, (label, _, _) in grid.suite_arms.items()}
     reference_n = arms[grid.reference][1]
     sigmas = ", ".join(f"{s:.3g}" for s in paradigm.sigmas(reference_n).tolist())
     report.heading("Samplers with an exact denoiser")
@@ -215,8 +225,8 @@ def exact_denoiser_section(report: Report, grid: SamplingGrid, figure: Path) -> 
               "marginal": INITS["marginal"]}
     for init, start in starts.items():
         report.paragraph(f"**From {start}.** " + summary(table, init, reference_n, names))
-    report.paragraph(stochastic_sentence(table, arms, grid.labels, names))
-    rows = table[table["num_steps"].isin(sorted({*FIGURE3_STEPS, *(n for _, n in grid.arm_settings)}))]
+    report.paragraph(stochastic_sentence(table, arms, arm_labels, names))
+    rows = table[table["num_steps"].isin(sorted({*FIGURE3_STEPS, *(n for _, n in arms.values())}))]
     wide = rows.pivot_table(index=["sampler", "num_steps", "nfe"], columns="init", values=["var_ratio", "w2"])
     wide = wide[[(v, init) for init in INITS for v in ("var_ratio", "w2")]]
     short = {"paradigm": "runs' noise", "marginal": "marginal"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -145,7 +144,7 @@ class OracleWM(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.num_history, self.sampler, self.num_steps = 4, "euler", 1
-        self.paradigm = SimpleNamespace(check_sampler=lambda name: None)
+        self.samplers = ("euler", "heun")  # declared (docs/plugins.md): the arms below switch between them
         self.dummy = nn.Parameter(torch.zeros(1))
 
     def predict_next(self, obs_hist, act_hist, num_steps=None, generator=None):

@@ -13,12 +13,14 @@ import pytest
 import torch
 
 import run_suite
-from ablations import atari100k, ddpm_vs_edm, entrants, memory
+from ablations import atari100k, conditioning, ddpm_vs_edm, entrants, memory, nfe, sampler
 from ablations.entrants import parse_models
 from ablations.registry import SuiteOptions, get_suite
 from diamond.loop.config import build_config
 from diamond.models import registry
 from slurm.launcher import launch
+from tests.test_ablation_suites import AGENT_TINY as SUITE_TINY
+from tests.test_ablation_suites import tiny_schedules  # noqa: F401 - a fixture
 from tests.test_ddpm_vs_edm_suite import TINY
 from tests.test_trainer import TINY as AGENT_TINY
 
@@ -107,9 +109,9 @@ def test_models_flag_names_labels_and_options() -> None:
 @pytest.mark.parametrize("suite, argv, words", [
     ("ablation_memory", ["--only-models"], "--only-models needs --models"),
     ("ablation_memory", ["--models", "a=x,a=y"], "--models: each model needs its own label"),
-    ("ablation_nfe", ["--models", "recurrent"], "--models: suite ablation_nfe varies the denoising steps of DIAMOND's "
-     "EDM sampler (its arms are step counts, not models); the suites that take added models: atari100k, "
-     "ablation_ddpm_vs_edm, ablation_memory"),
+    ("ablation_nfe", ["--models", "shift=tests._shift_wm:build", "--only-models"], "suite ablation_nfe: no model "
+     "declares the reference arm's sampler euler: shift: it declares the samplers ['shift'], not euler, the "
+     "reference arm's"),
 ])
 def test_bad_models_flags_are_one_sentence_exit_2(tmp_path: Path, suite: str, argv: list[str], words: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
@@ -238,3 +240,60 @@ def test_plays_sampler_menu_fills_from_the_declaration(plain_wm: str, factory: s
     session.configure(2, menu[-1])
     with pytest.raises(ValueError, match="is not one of"):
         session.configure(2, "euler")
+
+
+def test_sampling_suites_run_each_arm_whose_sampler_a_model_declares(plain_wm: str, tmp_path: Path) -> None:
+    opts = _opts(tmp_path, f"eu=plain_wm:build_euler_only,mine={plain_wm}", seeds=1, games=("Pong",))
+    planned, skipped = sampler.GRID.plan(opts)
+    assert [(p.entrant.label, [a.key for a in p.arms]) for p in planned] == [
+        ("diamond", ["euler-n3", "heun-n2", "euler_ancestral-n10", "heun-n3"]), ("eu", ["euler-n3"])]
+    why = dict(skipped)
+    assert why["eu Heun n=2 (NFE 3)"] == "eu: it declares the samplers ['euler'], not heun"
+    assert why["mine Euler n=3 (NFE 3)"] == "mine: it declares the samplers ['shift'], not euler, the reference arm's"
+    assert len(skipped) == 3 + 4  # eu's three other samplers; every arm of mine, which lacks the reference's
+    agents, trained, evals = sampler.GRID.stages(opts)
+    assert [s.name for s in agents] == ["euler-n3-Pong-s0", "heun-n2-Pong-s0", "euler_ancestral-n10-Pong-s0",
+                                        "heun-n3-Pong-s0", "eu-euler-n3-Pong-s0", "dataset-Breakout-expert"]
+    assert "world_model.factory=plain_wm:build_euler_only" in agents[4].kwargs["overrides"]
+    assert [s.name for s in trained] == ["wm-Breakout-expert", "wm-eu-Breakout-expert", "dataset-Pong-agent",
+                                         "dataset-Pong-agent-eu"]
+    assert trained[3].kwargs["agent_run_dir"].endswith("eu-euler-n3-Pong-s0")
+    assert [s.name for s in evals] == ["eval-Breakout-expert", "eval-Pong-agent", "eval-eu-Breakout-expert",
+                                       "eval-eu-Pong-agent"]
+    assert [s["label"] for s in evals[3].kwargs["settings"]] == ["eu Euler n=3 (NFE 3)"]
+    nfe_plan, nfe_skipped = nfe.GRID.plan(dataclasses.replace(opts, only_models=True))
+    assert [len(p.arms) for p in nfe_plan] == [5] and len(nfe_skipped) == 5  # every n for eu, none for mine
+
+
+def test_conditioning_adds_the_model_as_an_arm_on_the_frame_stack_window(plain_wm: str, tmp_path: Path) -> None:
+    opts = _opts(tmp_path, f"mine={plain_wm}", seeds=1)
+    _, models, evals = conditioning.stages(opts)
+    assert [s.name for s in models] == ["wm-frame_stack-s0", "wm-cross_attention-s0", "wm-model-mine-s0",
+                                        "judges-Breakout"]
+    overrides = models[2].kwargs["overrides"]
+    assert overrides[-2:] == [f"world_model.factory={plain_wm}", "world_model.options={}"]
+    assert "diffusion.num_history=6" in overrides and "diffusion.history=frame_stack" in overrides
+    (setting,) = next(s for s in evals if s.name == "eval-model-mine-s0").kwargs["settings"]
+    assert setting["label"] == "mine" and setting["sampler"] == "shift"  # its own sampler, not the config's euler
+    only = conditioning.stages(dataclasses.replace(opts, only_models=True))[1]
+    assert [s.name for s in only] == ["wm-model-mine-s0", "judges-Breakout"]
+
+
+@pytest.mark.usefixtures("tiny_schedules")
+def test_sampler_and_conditioning_reports_name_the_model(plain_wm: str, tmp_path: Path) -> None:
+    opts = _opts(tmp_path / "sampler", "eu=plain_wm:build_euler_only", seeds=1, games=("Pong",), only_models=True,
+                 overrides=tuple(SUITE_TINY))
+    text = _run(opts, sampler.NAME, tmp_path)
+    tables = opts.report_dir(sampler.NAME) / "tables"
+    assert list(pd.read_csv(tables / "agent_arms.csv")["arm"]) == ["eu Euler n=3 (NFE 3)"]
+    assert list(pd.read_csv(tables / "wm_eval-eu-Pong-agent.csv")["arm"]) == ["eu Euler n=3 (NFE 3)"]
+    left_out = pd.read_csv(tables / "arms_left_out.csv")
+    assert list(left_out["arm left out"]) == ["eu Heun n=2 (NFE 3)", "eu Euler-ancestral n=10 (NFE 10)",
+                                              "eu Heun n=3 (NFE 5)"]
+    assert "World model on Pong (the reference agent's data)" in text  # one model: no name needed
+    opts = _opts(tmp_path / "cond", f"mine={plain_wm}", seeds=1, overrides=("training.batch_size=2",))
+    text = _run(opts, conditioning.NAME, tmp_path)
+    table6 = pd.read_csv(opts.report_dir(conditioning.NAME) / "tables" / "table6.csv")
+    assert list(table6["arm"]) == ["frame-stack s0", "cross-attention s0", "mine s0"]
+    diff = pd.read_csv(opts.report_dir(conditioning.NAME) / "tables" / "differences_s0.csv")
+    assert list(diff["arm"]) == ["cross-attention s0", "mine s0"] and "Each arm − frame-stack" in text
