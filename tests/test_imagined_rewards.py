@@ -5,6 +5,10 @@ the last frame does not."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import torch
 
 from diamond.loop.agent import build_reward_end
@@ -32,3 +36,33 @@ def test_a_world_model_that_returns_the_real_future_scores_like_the_real_future(
     assert all(torch.equal(a, act[:, context - 1 + t]) for t, a in enumerate(seen))
     copy = imagined_event_scores(reward_end, obs, act, context, lambda o, a, t: o[:, -1])
     assert not torch.allclose(copy["imagined"], scores["real"], atol=1e-3)
+
+
+def test_frame_changes_tell_a_frozen_imagination_from_the_real_future() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from imagined_rewards import frame_changes
+
+    torch.manual_seed(0)
+    context, horizon = 4, 5
+    obs = torch.rand(3, context + horizon, 3, 8, 8) * 2 - 1
+    oracle = frame_changes(obs, obs[:, context:], context)
+    assert oracle["imagined_change_per_step"] == oracle["real_change_per_step"]
+    assert oracle["imagined_error_per_step"] == [0.0] * horizon and min(oracle["real_change_per_step"]) > 0.2
+    frozen = frame_changes(obs, obs[:, context - 1 : context].expand(-1, horizon, -1, -1, -1), context)
+    assert frozen["imagined_change_per_step"] == [0.0] * horizon and min(frozen["imagined_error_per_step"]) > 0.2
+
+
+def test_the_tool_measures_a_finished_run_and_draws_its_segments(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import imagined_rewards
+
+    from diamond.train import run
+    from tests.test_trainer import TINY
+
+    run(tmp_path / "run", "Breakout", seed=3, profile="smoke", overrides=TINY)
+    out, png = tmp_path / "r.json", tmp_path / "frames.png"
+    assert imagined_rewards.main([str(tmp_path / "run"), "--segments", "8", "--horizon", "3", "--out", str(out),
+                                  "--frames", str(png)]) == 0
+    result = json.loads(out.read_text())
+    assert result["segments"] == 8 and len(result["imagined_change_per_step"]) == 3
+    assert len(result["imagined_p_event_per_step"]) == 3 and png.stat().st_size > 1000
