@@ -90,6 +90,28 @@ def reward_end_loss(model: nn.Module, obs: Tensor, act: Tensor, rew: Tensor, end
             F.cross_entropy(end_logits.float()[valid], end_target))
 
 
+@torch.no_grad()
+def imagined_segments(world_model: WorldModel, obs: Tensor, act: Tensor, mask: Tensor, rows: int) -> Tensor:
+    """obs with the frames after the first L of its first `rows` segments (those whose L first frames are real)
+    replaced by the world model's open-loop imagination under the segment's real actions (act[:, i] taken at
+    obs[:, i]), as imagination would draw them; padded frames stay zero. A model with memory is run on its window
+    alone."""
+    L, out = world_model.num_history, obs.clone()
+    chosen = torch.zeros_like(mask[:, 0])
+    chosen[:rows] = True
+    chosen &= mask[:, :L].all(dim=1)
+    if not chosen.any():
+        return out
+    hist_obs, hist_act, seq_act = obs[chosen, :L], act[chosen, :L], act[chosen]
+    frames = []
+    for t in range(L, obs.shape[1]):
+        frames.append(world_model.predict_next(hist_obs, hist_act))
+        hist_obs = torch.cat([hist_obs[:, 1:], frames[-1][:, None]], dim=1)
+        hist_act = torch.cat([hist_act[:, 1:], seq_act[:, t : t + 1]], dim=1)
+    out[chosen, L:] = torch.stack(frames, dim=1).to(out.dtype)
+    return out * mask[:, :, None, None, None]
+
+
 def actor_critic_loss(traj: Imagined, gamma: float, lambda_: float, entropy_weight: float
                       ) -> tuple[Tensor, Tensor, Tensor]:
     """Eq. 14–16 on one imagined batch: (policy loss, value loss, mean entropy)."""
@@ -141,7 +163,13 @@ class Learner:
         return {"denoiser/loss": loss.item(), "denoiser/grad_norm": self._step("denoiser", loss)}
 
     def update_reward_end(self, obs: Tensor, act: Tensor, rew: Tensor, end: Tensor, mask: Tensor) -> dict[str, float]:
-        """Cross-entropy on sign(r) (3 classes) and the end flag, over transitions whose two frames are real."""
+        """Cross-entropy on sign(r) (3 classes) and the end flag, over transitions whose two frames are real; with
+        training.reward_end_imagined, part of the batch shows imagined frames after its first L (the real labels)."""
+        rows = round(self.cfg.training.reward_end_imagined * obs.shape[0])
+        if rows:
+            self.agent.world_model.eval()
+            with self._amp(obs.device):
+                obs = imagined_segments(self.agent.world_model, obs, act, mask, rows)
         self.agent.reward_end.train()
         with self._amp(obs.device):
             ce_rew, ce_end = reward_end_loss(self.agent.reward_end, obs, act, rew, end, mask)

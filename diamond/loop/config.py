@@ -135,6 +135,9 @@ class TrainingConfig:
     collect_temperature: float = 1.0  # real-env collection samples softmax(logits / T) (IRIS App. H; GAME_OVERRIDES)
     control_episodes: int = 100  # full test games of each screen-blind control after the final evaluation
     shuffle_imagined_rewards: bool = False  # the reward-blind control: imagined rewards permuted over the batch
+    # fraction of each R_ψ batch whose frames after the first L are the world model's open-loop imagination under the
+    # real actions, labels still the real rewards (0 = the paper: R_ψ sees real frames only)
+    reward_end_imagined: float = 0.0
 
 
 @dataclass
@@ -259,7 +262,7 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
         "eval_every": Int(0, 10**6), "eval_every_episodes": Int(1, 10_000), "diag_every": Int(0, 10**6),
         "tensorboard": Bool(), "eval_epsilon": Float(0.0, 1.0), "eval_num_envs": Int(1, 1024),
         "collect_temperature": Float(0.0, 100.0, lo_open=True), "control_episodes": Int(1, 100_000),
-        "shuffle_imagined_rewards": Bool(),
+        "shuffle_imagined_rewards": Bool(), "reward_end_imagined": Float(0.0, 1.0),
     },
     PerfConfig: {
         "device": Text(check_device, "auto, cpu, cuda or cuda:N", "tpu"), "bf16": Bool(), "channels_last": Bool(),
