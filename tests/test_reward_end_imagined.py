@@ -56,7 +56,7 @@ def test_the_learner_shows_r_psi_imagined_frames_only_when_asked(monkeypatch: py
     learner = Learner(agent, cfg)
     seen = {}
 
-    def spy(model, obs, act, rew, end, mask):  # noqa: ANN001, ANN202 - the loss's own signature
+    def spy(model, obs, act, rew, end, mask):  # the loss's own signature
         seen["obs"] = obs
         return torch.zeros((), requires_grad=True), torch.zeros((), requires_grad=True)
 
