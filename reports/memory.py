@@ -44,6 +44,19 @@ def curves(probes: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
+def separations(kept: pd.DataFrame) -> pd.DataFrame:
+    """Every ordered pair of settings (models, ceiling, floor) with the k at which the first keeps more information
+    than the second with non-overlapping 95 % CIs: the pairs the probe tells apart, and where."""
+    by = {name: t.set_index("k") for name, t in kept.groupby("setting", sort=False)}
+    rows = []
+    for high, a in by.items():
+        for low, b in by.items():
+            ks = [int(k) for k in a.index.intersection(b.index) if a.loc[k, "ci_low"] > b.loc[k, "ci_high"]]
+            if high != low and ks:
+                rows.append({"keeps more": high, "than": low, "k (CIs apart)": ", ".join(map(str, ks))})
+    return pd.DataFrame(rows, columns=["keeps more", "than", "k (CIs apart)"])
+
+
 def _cells(df: pd.DataFrame, fmt: str) -> pd.DataFrame:
     """k rows, one column per setting, `value [low, high]` cells."""
     cells = df.assign(cell=[format_ci(v, lo, hi, fmt) for v, lo, hi in zip(df["value"], df["ci_low"], df["ci_high"])])
@@ -78,6 +91,8 @@ def build_memory_report(ctx: ReportContext, models: Sequence[RunSpec], labels: M
     report.heading("Information kept against k")
     report.table(_cells(kept, "{:.2f}"), "kept", caption="Fraction of the cue's information kept after k hidden "
                  "frames [95 % CI]; – where a model is no better than blind even at k = 0.")
+    report.table(separations(kept), "separations", caption="The pairs the probe tells apart: the k at which the "
+                 "first keeps more of the cue's information than the second, their 95 % CIs not overlapping.")
     report.figure(plots.plot_error_vs_horizon(tidy, out / "figures" / "probe.png", x="k"),
                   caption="Information kept and answer-block MSE against k (band: 95 % CI).")
     report.table(_cells(tidy[tidy["metric"] == "answer-block MSE"], "{:.4f}"), "answer_error",

@@ -8,7 +8,7 @@ import pytest
 
 from diamond.loop.memory_game import DelayedCueEnv
 from evaluation.memory import CEILING, FLOOR, MODEL, context_use, cue_probe
-from reports.memory import _context_sentence, curves
+from reports.memory import _context_sentence, curves, separations
 from tests.test_memory_probe import KS, C, ScriptedMemory
 
 
@@ -37,3 +37,12 @@ def test_the_context_sentence_says_whether_cross_attention_follows_its_context()
     assert "at k = [1, 3]" in _context_sentence(use, "window 4", 8)
     assert "does not use its older frames" in _context_sentence(use, "window 1", 8)
     assert _context_sentence(use, None, 8) == "No cross-attention model finished."
+
+
+def test_separations_name_the_pairs_told_apart_and_where() -> None:
+    tidy = curves(_probes())
+    table = separations(tidy[tidy["metric"] == "information kept"])
+    apart = {(r["keeps more"], r["than"]): r["k (CIs apart)"] for _, r in table.iterrows()}
+    assert apart[("window 4", "window 1")] == "1, 3" and apart[("window 4", FLOOR)] == "1, 3"
+    assert apart[(CEILING, "window 4")] == "4, 6, 8" and apart[(CEILING, FLOOR)] == "1, 3, 4, 6, 8"
+    assert ("window 1", "window 4") not in apart and ("window 1", FLOOR) not in apart  # equal: not apart
