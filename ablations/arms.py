@@ -195,7 +195,7 @@ def collect_agent_dataset(run_dir: str | Path, agent_run_dir: str | Path, num_fr
         stale.unlink(missing_ok=True)
     e = cfg.env
     env = make_env(e.game, train=True, seed=seed, size=e.size, frameskip=e.frameskip, noop_max=e.noop_max,
-                   max_episode_frames=e.max_episode_frames)
+                   max_episode_frames=e.max_episode_frames, pool_first_frame=e.pool_first_frame)
     rng = np.random.default_rng(seed)
     buffer = ReplayBuffer(out)
     obs, lstm, new_episode = env.reset()[0], None, True

@@ -16,6 +16,7 @@ from pathlib import Path
 from ablations.entrants import Entrant
 from ablations.suite import Suite, SuiteOptions
 from diamond.loop.config import PROFILES, Config, build_config, config_hash, to_dict
+from diamond.loop.trainer import run_epochs
 from diamond.run.io import CorruptFileError, read_json
 from diamond.run.rundir import check_identity
 from evaluation.atari import GAMES, check_game
@@ -35,7 +36,7 @@ def gradient_steps(cfg: Config) -> int:
     """Denoiser + reward/end + actor-critic updates of a whole run (Algorithm 1, first epoch apart)."""
     t = cfg.training
     first = t.first_epoch_denoiser_steps + t.first_epoch_reward_end_steps + t.first_epoch_actor_critic_steps
-    return first + (t.epochs - 1) * (t.denoiser_steps + t.reward_end_steps + t.actor_critic_steps)
+    return first + (run_epochs(t) - 1) * (t.denoiser_steps + t.reward_end_steps + t.actor_critic_steps)
 
 
 @lru_cache(maxsize=None)

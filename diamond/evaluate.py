@@ -32,7 +32,7 @@ from diamond.loop.agent import Agent, build_agent
 from diamond.loop.config import FIELD_RULES, PROFILES, Config, TrainingConfig, build_config, config_hash, to_dict
 from diamond.loop.games import GAMES, human_normalized_score
 from diamond.loop.profiles import PROFILE_HELP
-from diamond.loop.trainer import Trainer, check_gpu, resolve_device
+from diamond.loop.trainer import Trainer, check_gpu, resolve_device, run_epochs
 from diamond.models.official import convert_agent
 from diamond.run.cli import DEBUG_HELP, run_cli
 from diamond.run.errors import KnownError, RunFolderError, UsageError
@@ -140,7 +140,7 @@ def evaluate_agent(agent: Agent, path: Path, cfg: Config, episodes: int, out: Pa
         "game": cfg.env.game, "seed": cfg.seed, "profile": cfg.profile, "config_hash": config_hash(cfg),
         "episode_returns": returns, "mean_return": mean, "score": mean,
         "hns": float(human_normalized_score(cfg.env.game, mean)) if cfg.env.game in GAMES else None,
-        "num_episodes": len(returns), "env_steps": cfg.training.total_env_steps, "epochs": cfg.training.epochs,
+        "num_episodes": len(returns), "env_steps": cfg.training.total_env_steps, "epochs": run_epochs(cfg.training),
         "wall_time_s": time.perf_counter() - start, "device": str(run.device), "nfe": run.agent.world_model.nfe,
         "checkpoint": str(path.resolve()), "checkpoint_format": "official" if official else "diamond",
     }

@@ -51,6 +51,7 @@ SETTINGS = {  # label -> config key of the settings a reader needs to judge the 
     "sampler": "diffusion.sampler",
     "denoising steps per frame": "diffusion.num_steps", "history conditioning": "diffusion.history",
     "history length L": "diffusion.num_history", "epochs": "training.epochs",
+    "final epochs (released schedule; None: `epochs`)": "training.final_epochs",
     "environment steps (budget)": "training.total_env_steps", "batch size": "training.batch_size",
     "imagination horizon H": "training.imagination_horizon", "evaluation episodes": "training.eval_episodes",
     "denoiser channels": "denoiser.channels",

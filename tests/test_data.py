@@ -229,3 +229,15 @@ def test_pixel_conversions_and_torch_segment():
     seg = sample_segments(make_buffer([4]), 2, 3, np.random.default_rng(0), pad="left").to_torch("cpu")
     assert seg.obs.dtype == torch.uint8 and seg.act.dtype == torch.int64 and seg.rew.dtype == torch.float32
     assert seg.end.dtype == torch.bool and seg.mask.dtype == torch.bool and seg.obs.shape == (2, 3, 3, 4, 4)
+
+
+def test_fewer_episodes_than_recency_groups_are_drawn_by_length_as_released() -> None:
+    """docs/fidelity.md row 23: Freeway's initial collection (no lives) holds 3 games of 2,040, 2,040 and 920 steps;
+    the released sampler weights them by length when there are fewer episodes than the 4 recency groups."""
+    from diamond.loop.data import _episode_probs
+
+    np.testing.assert_allclose(_episode_probs(np.array([2040, 2040, 920]), (0.1, 0.1, 0.1, 0.7)),
+                               [0.408, 0.408, 0.184])
+    np.testing.assert_allclose(_episode_probs(np.array([0, 10, 30]), (0.1, 0.1, 0.1, 0.7)), [0, 0.25, 0.75])
+    groups = _episode_probs(np.array([10] * 4), (0.1, 0.1, 0.1, 0.7))  # 4 episodes: one per group
+    np.testing.assert_allclose(groups, [0.1, 0.1, 0.1, 0.7])

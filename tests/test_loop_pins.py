@@ -18,7 +18,7 @@ import torch
 import diamond.loop.agent as agent_mod
 from diamond.loop.config import build_config
 from diamond.loop.toy_env import make_cue_env
-from diamond.loop.trainer import Trainer
+from diamond.loop.trainer import Trainer, set_matmul_precision
 
 SIZE = 16
 SMALL = {"env.size": SIZE, "env.eval_max_episode_frames": 400, "training.eval_num_envs": 2,
@@ -165,3 +165,34 @@ def test_the_cpu_update_counts_the_profile_and_readme_claim() -> None:
     readme = re.sub(r"\s+", " ", (root / "README.md").read_text())
     assert "590 / 98 / 194 updates" in profile
     assert "590 denoiser / 98 reward-end / 194 actor-critic updates" in readme
+
+
+@pytest.mark.parametrize("profile, pooled", [("paper", False), ("cpu", True)])
+def test_the_first_frame_of_a_game_follows_the_profile(tmp_path: Path, profile: str, pooled: bool) -> None:
+    """env.pool_first_frame reaches the training env and every evaluation env (docs/fidelity.md row 24): the
+    released code's last raw frame alone in `paper`; the measured `cpu` and `smoke` runs keep the pooled one."""
+    made: list[bool] = []
+
+    def factory(game: str, *, train: bool, pool_first_frame: bool, **kwargs: Any) -> Any:
+        made.append(pool_first_frame)
+        return make_cue_env(game, train=train, **kwargs)
+
+    assert build_config(profile).env.pool_first_frame is pooled
+    cfg = build_config("smoke", {**SMALL, "env.pool_first_frame": pooled}, seed=0)
+    Trainer(cfg, tmp_path, env_factory=factory).evaluate(2)
+    assert made == [pooled] * 3
+
+
+@pytest.mark.parametrize("tf32", [True, False])
+def test_tf32_matmuls_follow_perf_tf32_on_cuda_only(tf32: bool) -> None:
+    """perf.tf32 (released: on, docs/fidelity.md row 22) sets the process-wide flag for a CUDA run; a CPU run
+    leaves it alone."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = not tf32
+        set_matmul_precision(build_config("paper", {"perf.tf32": tf32}), torch.device("cpu"))
+        assert torch.backends.cuda.matmul.allow_tf32 is (not tf32)
+        set_matmul_precision(build_config("paper", {"perf.tf32": tf32}), torch.device("cuda"))
+        assert torch.backends.cuda.matmul.allow_tf32 is tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before

@@ -121,14 +121,16 @@ def test_actor_critic_loss_and_gradients_through_imagine_match_the_released_upda
 # ------------------------------------------------------------------ what the trainer feeds each learner
 
 
-def counting_trainer(tmp_path, reward_events_from: int = 5_000, steps_per_event: int = 50) -> tuple[Trainer, dict]:
+def counting_trainer(tmp_path, reward_events_from: int = 5_000, steps_per_event: int = 50,
+                     final_epochs: int | None = 50) -> tuple[Trainer, dict]:
     """Our Trainer (paper schedule, tiny networks) whose real-env collection, learners, evaluation and
     checkpoints only count; the stand-in env yields one non-zero reward per `steps_per_event` steps after
     `reward_events_from` steps, as the fixture's stand-in dataset did."""
     tiny = {"denoiser.channels": [8] * 4, "denoiser.depths": [1] * 4, "denoiser.cond_dim": 16,
             "denoiser.bottleneck_attention": False, "reward_end.channels": [8] * 4, "reward_end.depths": [1] * 4,
             "reward_end.cond_dim": 16, "reward_end.lstm_dim": 16, "reward_end.bottleneck_attention": False,
-            "actor_critic.channels": [8] * 4, "actor_critic.lstm_dim": 16, "perf.device": "cpu"}
+            "actor_critic.channels": [8] * 4, "actor_critic.lstm_dim": 16, "perf.device": "cpu",
+            "training.final_epochs": final_epochs}
     cfg = build_config("paper", tiny)
     for name, off in (("diag_every", 0), ("tensorboard", False)):  # held-out diagnostics and curves: not counted
         if hasattr(cfg.training, name):
@@ -156,36 +158,35 @@ def counting_trainer(tmp_path, reward_events_from: int = 5_000, steps_per_event:
 
 
 def test_collection_and_update_schedule_against_the_released_trainer(tmp_path, monkeypatch) -> None:
-    """Per epoch: env steps collected and updates of each learner. Equal except the two listed differences
-    (docs/fidelity.md): the released epoch 1 collects 100 policy steps before its first training, and the
-    released run lasts (collection epochs + 50) epochs, ours training.epochs."""
+    """Per epoch: env steps collected and updates of each learner, equal to the released trainer's (the `paper`
+    profile's training.final_epochs: epoch 1 collects 100 policy steps before its first training, and the run lasts
+    collection epochs + 50); with training.final_epochs=null, the two differences of docs/fidelity.md come back."""
     sched = load("schedule")
     tr, log = counting_trainer(tmp_path)
     monkeypatch.setattr("diamond.loop.trainer.append_jsonl", lambda path, record: None)  # 1,000 epochs: no file I/O
     tr.run()
     t = tr.cfg.training
-    ours_initial = [n for e, n, uniform in log["collect"] if e == 0]
-    assert all(uniform for e, _, uniform in log["collect"] if e == 0)
-    assert ours_initial == sched["initial_collect"].tolist()  # 5,000 then 100-step chunks until 10 rewards
-    # released: epoch 1 collects 100 more (policy) steps before its first training; ours trains at once
+    ours_initial = [(n, uniform) for e, n, uniform in log["collect"] if e == 0]
+    assert [n for n, _ in ours_initial[:-1]] == sched["initial_collect"].tolist()  # 5,000, then 100-step chunks
+    assert all(uniform for _, uniform in ours_initial[:-1]) and ours_initial[-1] == (100, False)  # epoch 1's policy
     released_first_train = int(sched["collect_steps"][:2].sum())
-    ours_first_train = [n_seen for e, _, _, n_seen in log["train"] if e == 0][0]
-    assert released_first_train - ours_first_train == t.collect_steps_per_epoch == 100
-    # updates per learner: the first training epoch, then every later one
+    assert [n_seen for e, _, _, n_seen in log["train"] if e == 0][0] == released_first_train
     names = ("denoiser", "reward_end", "actor_critic")
     ours = np.array([[n for e, name, n, _ in log["train"] if name == k] for k in names]).T  # [epochs, 3]
     released_train = sched["train_steps"][1:].numpy()
-    assert (ours[0] == released_train[0]).all() and (ours[1:] == released_train[1]).all()
-    assert (released_train[1:] == released_train[1]).all()
-    # run length: released = collection epochs + 50 final epochs; ours = training.epochs
-    released_epochs = int(sched["num_epochs_collect"]) + 50
-    assert len(released_train) == released_epochs == 995 and len(ours) == t.epochs == 1000
-    # both collect 100 policy steps per epoch at ε = 0.01 until 100,000 env steps
-    policy_steps = [n for e, n, uniform in log["collect"] if e > 0]
-    assert not any(uniform for e, _, uniform in log["collect"] if e > 0)
-    assert set(policy_steps) == set(sched["collect_steps"][1:][sched["collect_steps"][1:] > 0].tolist()) == {100}
+    assert ours.shape == released_train.shape and (ours == released_train).all()
+    assert len(ours) == int(sched["num_epochs_collect"]) + 50 == 995 == tr.num_epochs
+    # every epoch collects 100 policy steps at ε = 0.01 until 100,000 env steps, then 50 final epochs collect nothing
+    policy = [(e, n) for e, n, uniform in log["collect"] if not uniform]
+    assert [n for _, n in policy] == sched["collect_steps"][1:][sched["collect_steps"][1:] > 0].tolist()
+    assert max(e for e, _ in policy) == len(ours) - 51
     assert tr.replay.num_steps == int(sched["collect_steps"].sum()) == t.total_env_steps
     assert t.epsilon == pytest.approx(float(sched["train_epsilon"])) and t.eval_epsilon == float(sched["test_epsilon"])
+    # training.final_epochs=null: ours trains right after the initial collection and runs training.epochs epochs
+    tr, log = counting_trainer(tmp_path / "plain", final_epochs=None)
+    tr.run()
+    assert [n_seen for e, _, _, n_seen in log["train"] if e == 0][0] == released_first_train - 100
+    assert len([1 for _, name, _, _ in log["train"] if name == "denoiser"]) == tr.cfg.training.epochs == 1000
 
 
 def test_segments_each_learner_gets_match_the_released_batch_samplers(tmp_path) -> None:

@@ -252,9 +252,12 @@ def test_schedule_follows_the_trainer() -> None:
     assert counts["reward_end_update"] == 10_000 + 999 * 400 and counts["actor_critic_update"] == 5_000 + 999 * 400
     assert counts["collect_uniform"] == 5_000 and counts["collect_policy"] == 95_000  # 950 epochs of 100 steps
     assert counts["checkpoint"] == 1000 and counts["eval_step"] == 100 * 2000
-    every = schedule(build_config("paper", ["training.eval_every=100", "training.epochs=450"]), eval_episode_steps=10)
+    every = schedule(build_config("paper", ["training.eval_every=100", "training.epochs=450", "training.final_epochs=null"]),
+                     eval_episode_steps=10)
     assert every["eval_step"] == (100 + 4 * 10) * 10  # epochs 100..400 evaluate 10 episodes, then the final 100
     assert every["collect_policy"] == 449 * 100
+    released = schedule(build_config("paper", ["training.initial_collect_steps=5500"]), eval_episode_steps=10)
+    assert released["checkpoint"] == 995 and released["collect_policy"] == 94_500  # every one of 945 epochs collects
 
 
 def test_projection_is_count_times_seconds_per_unit() -> None:

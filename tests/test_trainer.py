@@ -244,3 +244,25 @@ def test_controls_draw_the_same_numbers_whatever_the_training(tmp_path: Path, mo
     for i, extra in enumerate(([], ["training.denoiser_steps=4", "training.reward_end_steps=3"])):
         run(tmp_path / f"run{i}", "Breakout", seed=3, profile="smoke", overrides=[*TINY, *extra])
     assert len(draws) == 2 and draws[0] == draws[1]
+
+
+def test_the_released_schedule_runs_its_length_and_resumes_with_it(tmp_path: Path) -> None:
+    """training.final_epochs (the `paper` profile's, docs/fidelity.md rows 18-19): epoch 1 collects after the initial
+    collection, every epoch collects until total_env_steps, then final_epochs more; the length, fixed by the
+    initial collection, survives a kill. Here: 200 initial + 30, then 30 per epoch to 260, then 2 final epochs."""
+    run_dir, released = tmp_path / "run", [*TINY, "training.final_epochs=2", "training.epochs=10"]  # 10: the cap
+
+    def kill_after_first(epoch: int, trainer) -> None:
+        if epoch == 1:
+            assert trainer.num_epochs == 2 + 2 and trainer.replay.num_steps == 230
+            raise Interrupt("simulated kill after epoch 1")
+
+    with pytest.raises(Interrupt):
+        run(run_dir, "Breakout", seed=1, profile="smoke", overrides=released, epoch_hook=kill_after_first)
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["num_epochs"] == 4
+    seen: list[tuple[int, int]] = []
+    result = run(run_dir, "Breakout", seed=1, profile="smoke", overrides=released,
+                 epoch_hook=lambda e, t: seen.append((e, t.replay.num_steps)))
+    assert seen == [(2, 260), (3, 260), (4, 260)] and result["epochs"] == 4 and result["env_steps"] == 260
+    capped = run(tmp_path / "capped", "Breakout", seed=1, profile="smoke", overrides=[*TINY, "training.final_epochs=2"])
+    assert capped["epochs"] == 3  # training.epochs caps the released count

@@ -42,6 +42,7 @@ class EnvConfig:
     noop_max: int = 30
     max_episode_frames: int = 108_000
     eval_max_episode_frames: int = 108_000
+    pool_first_frame: bool = False  # released: a game's first frame is the last raw frame alone, later ones max-pooled
 
 
 @dataclass
@@ -103,7 +104,11 @@ class OptimConfig:
 class TrainingConfig:
     """Algorithm 1 schedule, following the released code where it adds to Table 3."""
 
-    epochs: int = 1000
+    epochs: int = 1000  # the run length (with final_epochs: at most)
+    # the released schedule: every epoch from the first (right after the initial collection) collects
+    # collect_steps_per_epoch until total_env_steps, then final_epochs more; the run length follows the initial
+    # collection (diamond.loop.trainer.run_epochs). None: `epochs` epochs, the first trains right after the initial one
+    final_epochs: int | None = 50
     total_env_steps: int = 100_000
     collect_steps_per_epoch: int = 100
     initial_collect_steps: int = 5_000
@@ -150,6 +155,7 @@ class PerfConfig:
     compile: bool = False
     fused_adamw: bool = False
     cuda_graphs: bool = False  # capture the imagination step (n-step sampling + R_ψ) as one CUDA graph
+    tf32: bool = True  # released: TF32 matmuls on CUDA (torch.backends.cuda.matmul.allow_tf32), set when a run starts
     replay_on_device: bool = False
 
 
@@ -213,7 +219,7 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
     EnvConfig: {
         "game": Text(check_game, "an ALE game name such as Breakout", "Breakot"),
         "size": Int(8, 256), "frameskip": Int(1, 32), "noop_max": Int(0, 1000),
-        "max_episode_frames": Int(1, 10**7), "eval_max_episode_frames": Int(1, 10**7),
+        "max_episode_frames": Int(1, 10**7), "eval_max_episode_frames": Int(1, 10**7), "pool_first_frame": Bool(),
     },
     DiffusionConfig: {
         "paradigm": Choice(registry_names("diamond.models.diffusion.paradigms", "PARADIGMS")),
@@ -250,7 +256,8 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
         "warmup_from_zero": Bool(),
     },
     TrainingConfig: {
-        "epochs": Int(1, 10**6), "total_env_steps": Int(1, 10**9), "collect_steps_per_epoch": Int(0, 10**7),
+        "epochs": Int(1, 10**6), "final_epochs": Optional(Int(0, 10**6)), "total_env_steps": Int(1, 10**9),
+        "collect_steps_per_epoch": Int(0, 10**7),
         "initial_collect_steps": Int(1, 10**9), "initial_collect_max_steps": Int(1, 10**9),
         "initial_min_reward_events": Int(0, 10**6), "epsilon": Float(0.0, 1.0),
         "recency_weights": Optional(Seq(Float(0.0, 1e6), 1, 64)), "batch_size": Int(1, 65_536),
@@ -267,6 +274,7 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
     PerfConfig: {
         "device": Text(check_device, "auto, cpu, cuda or cuda:N", "tpu"), "bf16": Bool(), "channels_last": Bool(),
         "compile": Bool(), "fused_adamw": Bool(), "cuda_graphs": Bool(), "replay_on_device": Bool(),
+        "tf32": Bool(),
     },
     WorldModelConfig: {
         "factory": Text(lambda spec: importlib.import_module("diamond.models.registry").check_factory(spec),
@@ -399,6 +407,9 @@ def validate(cfg: Config) -> None:
     if cfg.denoiser.cond_dim % d.num_history or cfg.denoiser.cond_dim % 2:
         raise ConfigError(f"denoiser.cond_dim ({cfg.denoiser.cond_dim}) must be even and divisible by "
                           f"diffusion.num_history ({d.num_history}): each of the L action embeddings has cond_dim / L")
+    if t.final_epochs is not None and t.collect_steps_per_epoch < 1:
+        raise ConfigError("training.final_epochs (the released schedule) needs training.collect_steps_per_epoch >= 1; "
+                          "set training.final_epochs=null to run training.epochs epochs")
     if t.reward_end_seq_len <= t.burn_in:
         raise ConfigError("training.reward_end_seq_len (B_R + H) must exceed training.burn_in (B_R)")
     if t.initial_collect_steps > t.total_env_steps:

@@ -271,10 +271,11 @@ def _num_positions(ep: Episode, seq_len: int, pad: str) -> int:
 
 def _episode_probs(counts: np.ndarray, recency_weights: tuple[float, ...] | None) -> np.ndarray:
     """Recency groups: sampleable episodes in order, split into len(weights) contiguous groups (the last
-    takes the remainder), group g drawn with weights[g] (renormalised over non-empty groups), uniform inside."""
+    takes the remainder), group g drawn with weights[g] (renormalised over non-empty groups), uniform inside.
+    Fewer episodes than groups: by length, uniform over steps (as the released sampler does)."""
     probs = np.zeros(len(counts))
     ok = np.flatnonzero(counts > 0)
-    if recency_weights is None:
+    if recency_weights is None or len(ok) < len(recency_weights):
         probs[ok] = counts[ok] / counts[ok].sum()
         return probs
     k = len(recency_weights)

@@ -10,6 +10,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "paper": {},
     "small": {  # paper networks, a short schedule: ~50 GPU-minutes at the paper's per-update speed
         "training.epochs": 40,
+        "training.final_epochs": None,
         "training.total_env_steps": 4_900,
         "training.initial_collect_steps": 1_000,
         "training.initial_collect_max_steps": 2_000,
@@ -35,6 +36,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "actor_critic.channels": [8, 8, 8, 8],
         "actor_critic.lstm_dim": 32,
         "training.epochs": 3,
+        "training.final_epochs": None,
+        "env.pool_first_frame": True,  # smoke and cpu keep the schedule and first frames they were measured with
         "training.total_env_steps": 500,
         "training.initial_collect_steps": 300,
         "training.initial_collect_max_steps": 500,
@@ -80,6 +83,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "actor_critic.lstm_dim": 64,
         "training.batch_size": 16,
         "training.epochs": 30,
+        "training.final_epochs": None,
+        "env.pool_first_frame": True,
         "training.total_env_steps": 6_800,
         "training.collect_steps_per_epoch": 200,
         "training.initial_collect_steps": 1_000,

@@ -71,9 +71,10 @@ class CueEnv(gym.Env):
 
 
 def make_cue_env(game: str, *, train: bool, seed: int | None, size: int, frameskip: int, noop_max: int,
-                 max_episode_frames: int, num_actions: int = 3, episode_steps: int = 20) -> CueEnv:
-    """diamond.loop.envs.make_env's signature (a Trainer's `env_factory`); `game`, `train` and `noop_max` are ignored:
-    the cue game has no lives and no no-op starts."""
+                 max_episode_frames: int, pool_first_frame: bool = True, num_actions: int = 3,
+                 episode_steps: int = 20) -> CueEnv:
+    """diamond.loop.envs.make_env's signature (a Trainer's `env_factory`); `game`, `train`, `noop_max` and
+    `pool_first_frame` are ignored: the cue game has no lives, no no-op starts and no frame pooling."""
     return CueEnv(num_actions=num_actions, seed=seed, size=size, frameskip=frameskip,
                   max_episode_frames=max_episode_frames, episode_steps=episode_steps)
 

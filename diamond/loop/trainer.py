@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diamond.loop.agent import Agent, Learner, build_agent, policy_probs
-from diamond.loop.config import Config, config_hash, to_dict
+from diamond.loop.config import Config, TrainingConfig, config_hash, to_dict
 from diamond.loop.controls import ActionStats, Policy, control_policies
 from diamond.loop.data import ReplayBuffer, class_frequencies, sample_segments, to_float
 from diamond.loop.diagnostics import TensorBoard, heldout_diagnostics
@@ -28,7 +28,8 @@ from diamond.run.rundir import repair_metrics
 # plays its uniform control with the same draws on the same games, whatever its training did.
 CONTROL_STREAM = 1
 EpochHook = Callable[[int, "Trainer"], None]
-EnvFactory = Callable[..., Any]  # make_env's signature: (game, *, train, seed, size, frameskip, noop_max, max_episode_frames)
+# make_env's signature: (game, *, train, seed, size, frameskip, noop_max, max_episode_frames, pool_first_frame)
+EnvFactory = Callable[..., Any]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,14 +79,17 @@ class Trainer:
         self.result_path = self.run_dir / "result.json"
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
+        set_matmul_precision(cfg, self.device)
         self.env = self.make_env(cfg.env.game, train=True, seed=cfg.seed, size=cfg.env.size, frameskip=cfg.env.frameskip,
-                                 noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames)
+                                 noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames,
+                                 pool_first_frame=cfg.env.pool_first_frame)
         self.num_actions = int(self.env.action_space.n)
         self.agent: Agent = apply_module_switches(build_agent(cfg, self.num_actions).to(self.device), cfg.perf)
         self.learner = Learner(self.agent, cfg)
         self.replay = ReplayBuffer(self.run_dir / "replay")
         self._device_replay: DeviceReplay | None = None  # perf.replay_on_device: built lazily, after any resume
         self.epoch = 0  # completed epochs
+        self.num_epochs: int | None = None  # the run length, once the initial collection has fixed it (run_epochs)
         self.wall_time = 0.0
         self._obs: np.ndarray | None = None  # current real observation; None = start a new episode
         self._ac_state: Any = None
@@ -96,6 +100,7 @@ class Trainer:
         self.replay.save()
         state = {
             "epoch": self.epoch,
+            "num_epochs": self.num_epochs,
             "agent": self.agent.state_dict(),
             "learner": self.learner.state_dict(),
             "replay_steps": self.replay.num_steps,
@@ -111,6 +116,7 @@ class Trainer:
         self.agent.load_state_dict(state["agent"])
         self.learner.load_state_dict(state["learner"])
         self.epoch, self.wall_time = int(state["epoch"]), float(state["wall_time"])
+        self.num_epochs = state.get("num_epochs", run_epochs(self.cfg.training) if self.epoch else None)
         self.replay = ReplayBuffer.load(self.run_dir / "replay")
         self.replay.truncate(int(state["replay_steps"]))
         self.replay.close_open_episode()  # the emulator mid-episode is not checkpointed: a resumed run starts a fresh episode
@@ -226,7 +232,8 @@ class Trainer:
         n_envs = max(1, min(t.eval_num_envs, episodes))
         quota = [episodes // n_envs + (i < episodes % n_envs) for i in range(n_envs)]
         envs = EnvBatch([self.make_env(e.game, train=False, seed=self.cfg.seed + 10_000 + i, size=e.size, frameskip=e.frameskip,
-                                  noop_max=e.noop_max, max_episode_frames=e.eval_max_episode_frames) for i in range(n_envs)])
+                                  noop_max=e.noop_max, max_episode_frames=e.eval_max_episode_frames,
+                                  pool_first_frame=e.pool_first_frame) for i in range(n_envs)])
         obs = envs.reset()
         running = np.zeros(n_envs)
         returns: list[float] = []
@@ -260,12 +267,20 @@ class Trainer:
             print(note)
         t = self.cfg.training
         self.tensorboard = TensorBoard(self.run_dir, t.tensorboard)
-        while self.epoch < t.epochs:
+        while self.epoch < (run_epochs(t) if self.num_epochs is None else self.num_epochs):
             start = time.perf_counter()
             first = self.epoch == 0
             before = self.replay.num_steps
             if first:
                 metrics = self.initial_collection()
+                self.num_epochs = run_epochs(t, self.replay.num_steps)
+                if t.final_epochs is not None:  # the released first epoch also collects before it trains
+                    extra = self.collect(min(t.collect_steps_per_epoch, max(0, t.total_env_steps
+                                                                            - self.replay.num_steps)),
+                                         uniform=False, desc="epoch 1 collect")
+                    metrics.update({"collect/steps": self.replay.num_steps,
+                                    "collect/reward_events": metrics["collect/reward_events"]
+                                    + extra["collect/reward_events"]})
             elif self.replay.num_steps < t.total_env_steps:
                 steps = min(t.collect_steps_per_epoch, t.total_env_steps - self.replay.num_steps)
                 metrics = self.collect(steps, uniform=False, desc=f"epoch {self.epoch + 1} collect")
@@ -282,7 +297,7 @@ class Trainer:
                                      ("actor_critic", t.actor_critic_steps, t.first_epoch_actor_critic_steps)):
                 metrics.update(self.train_phase(name, n_first if first else n))
             self.epoch += 1
-            if t.eval_every and self.epoch % t.eval_every == 0 and self.epoch < t.epochs:
+            if t.eval_every and self.epoch % t.eval_every == 0 and self.epoch < self.num_epochs:
                 returns = self.evaluate(t.eval_every_episodes)
                 metrics.update({"eval/return": float(np.mean(returns)), "eval/episode_returns": returns})
             elapsed = time.perf_counter() - start
@@ -342,12 +357,31 @@ def check_gpu(cfg: Config) -> None:
                          f"numbered from 0")
 
 
+def set_matmul_precision(cfg: Config, device: torch.device) -> None:
+    """TF32 matmuls on CUDA as perf.tf32 says: process-wide, as the released trainer's first line sets it."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = cfg.perf.tf32
+
+
+def run_epochs(t: TrainingConfig, initial_steps: int | None = None) -> int:
+    """Epochs of a run: training.epochs, or with training.final_epochs the released count, capped by
+    training.epochs: one collection epoch per collect_steps_per_epoch still to collect after the initial
+    collection, then final_epochs (released src/trainer.py: num_epochs_collect + num_final_epochs; 1,000 when the
+    initial collection stops at 5,000 of 100,000 steps). `initial_steps`: the replay after the initial collection
+    (projected: initial_collect_steps)."""
+    if t.final_epochs is None:
+        return t.epochs
+    left = max(0, t.total_env_steps - (t.initial_collect_steps if initial_steps is None else initial_steps))
+    return min(t.epochs, -(-left // t.collect_steps_per_epoch) + t.final_epochs)
+
+
 def schedule(cfg: Config, eval_episode_steps: float) -> dict[str, float]:
     """How many times a whole run does each measured thing, following Trainer.run: the first epoch's long phases
     and uniform collection, later epochs' phases and policy collection until total_env_steps, a checkpoint per
     epoch, and the env steps of the intermediate and final evaluations (episodes of `eval_episode_steps` steps)."""
     t = cfg.training
-    later = t.epochs - 1
+    epochs = run_epochs(t)
+    later = epochs - 1
     updates = {"denoiser": t.first_epoch_denoiser_steps + later * t.denoiser_steps,
                "reward_end": t.first_epoch_reward_end_steps + later * t.reward_end_steps,
                "actor_critic": t.first_epoch_actor_critic_steps + later * t.actor_critic_steps}
@@ -357,8 +391,9 @@ def schedule(cfg: Config, eval_episode_steps: float) -> dict[str, float]:
     counts.update({f"sample_{k}": float(v) for k, v in updates.items()})
     counts.update({
         "collect_uniform": float(t.initial_collect_steps),
-        "collect_policy": float(min(t.total_env_steps - t.initial_collect_steps, later * t.collect_steps_per_epoch)),
+        "collect_policy": float(min(t.total_env_steps - t.initial_collect_steps,  # the released first epoch collects
+                                    t.collect_steps_per_epoch * (later if t.final_epochs is None else epochs))),
         "eval_step": float(episodes * eval_episode_steps),
-        "checkpoint": float(t.epochs),
+        "checkpoint": float(epochs),
     })
     return counts

@@ -78,7 +78,8 @@ class PlaySession:
         self.agent, self.cfg, self.device = agent, cfg, device
         wm = agent.world_model
         self.env = make_env(cfg.env.game, train=False, size=cfg.env.size, frameskip=cfg.env.frameskip,
-                            noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.eval_max_episode_frames)
+                            noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.eval_max_episode_frames,
+                            pool_first_frame=cfg.env.pool_first_frame)
         self.meanings: list[str] = list(self.env.unwrapped.get_action_meanings())
         self.samplers: list[str] = list(declarations(wm).samplers)  # the model's declaration (docs/plugins.md)
         self.sampler: str | None = wm.sampler if self.samplers else None
