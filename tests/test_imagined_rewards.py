@@ -66,3 +66,16 @@ def test_the_tool_measures_a_finished_run_and_draws_its_segments(tmp_path: Path)
     result = json.loads(out.read_text())
     assert result["segments"] == 8 and len(result["imagined_change_per_step"]) == 3
     assert len(result["imagined_p_event_per_step"]) == 3 and png.stat().st_size > 1000
+    assert len(result["raw"]["events"]) == len(result["raw"]["imagined"]) == 8 and len(result["raw"]["real"][0]) == 3
+
+
+def test_the_auroc_ci_is_over_segments() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from imagined_rewards import auroc_ci
+
+    events = torch.zeros(40, 5, dtype=torch.bool)
+    events[:, 2] = True
+    perfect, noise = events.float(), torch.rand(40, 5, generator=torch.Generator().manual_seed(0))
+    assert auroc_ci(perfect, events, 0) == (1.0, 1.0)
+    low, high = auroc_ci(noise, events, 0)
+    assert low < 0.5 < high and high - low < 0.4

@@ -7,7 +7,8 @@ Segments of the run's own replay (every frame real) give a context of L frames a
 actions. R_ψ, burned in on the context, scores the H real transitions (p(event) = 1 − p(reward 0)); the world
 model, from the same context and the same real actions, imagines H frames, which R_ψ scores in the same way.
 Reported: the real event rate, mean p(event) on real and on imagined transitions, R_ψ's AUROC against the real
-events on each, and mean p(event) per imagined step. Imagined p(event) far below real on the same actions means
+events on each with a 95 % bootstrap CI over segments, mean p(event) per imagined step, and (under "raw") every
+segment's events and p(event), from which each number can be recomputed. Imagined p(event) far below real on the same actions means
 the imagined frames lack the events (world model); an AUROC near 0.5 on real frames means R_ψ cannot name them.
 Per step, too: how much each frame changes from the one before (real and imagined: an imagination that stops
 moving has no events to show) and the imagined frame's error against the real one. `--frames F.png` draws real
@@ -55,13 +56,23 @@ def measure(run_dir: Path, segments: int, horizon: int, seed: int, num_steps: in
            "num_steps": num_steps or agent.world_model.num_steps,
            "real_event_rate": float(events.float().mean())}
     for name, p in scores.items():
+        low, high = auroc_ci(p, events, seed)
         out.update({f"{name}_p_event": float(p.mean()), f"{name}_auroc": auroc(p.flatten(), events.flatten()),
-                    f"{name}_p_event_per_step": p.mean(0).tolist()})
+                    f"{name}_auroc_ci": [low, high], f"{name}_p_event_per_step": p.mean(0).tolist()})
+    out["raw"] = {"events": events.int().tolist(), **{name: p.tolist() for name, p in scores.items()}}
     imagined = torch.stack(frames, dim=1)
     out.update(frame_changes(obs, imagined, context))
     if frames_png is not None:
         draw_segments(obs[:, context - 1 :], imagined, events, scores, frames_png)
     return out
+
+
+def auroc_ci(p: torch.Tensor, events: torch.Tensor, seed: int, reps: int = 1000) -> tuple[float, float]:
+    """95 % bootstrap CI of the AUROC over segments (steps of one segment are not independent)."""
+    rng = np.random.default_rng(seed)
+    values = [auroc(p[i].flatten(), events[i].flatten()) for i in (rng.integers(0, len(p), len(p)) for _ in range(reps))]
+    low, high = np.nanpercentile(values, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def frame_changes(obs: torch.Tensor, imagined: torch.Tensor, context: int) -> dict[str, list[float]]:
@@ -117,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(args.run, args.segments, args.horizon, args.seed, args.num_steps, args.frames)
     if args.out:
         atomic_write_json(args.out, result)
-    print(json.dumps({k: v for k, v in result.items() if not k.endswith("per_step")}, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if not k.endswith("per_step") and k != "raw"}, indent=1))
     return 0
 
 
