@@ -1,5 +1,8 @@
 """Config: the paper profile is Tables 2-3, profiles are data, invalid combinations fail at build time."""
 
+import hashlib
+import json
+
 import pytest
 
 from diamond.loop.config import ConfigError, build_config, config_hash, from_dict, parse_overrides, to_dict
@@ -140,3 +143,23 @@ def test_numbers_yaml_reads_as_strings_are_numbers_and_config_files_obey_the_rul
     data["training"]["gamma"] = 1.5
     with pytest.raises(ConfigError, match="'training.gamma' must be a number in"):
         from_dict(data)
+
+
+def test_a_later_field_at_its_earlier_behaviour_changes_no_hash_and_old_files_load_as_they_ran() -> None:
+    """LATER_FIELDS: a config file written before a field existed ran with the earlier behaviour (from_dict fills
+    it in), and a config at that value hashes as it did, so older run folders and checkpoints stay valid."""
+    from diamond.loop.config import LATER_FIELDS
+
+    cfg = build_config("cpu", seed=0)
+    old = to_dict(cfg)
+    for key in LATER_FIELDS:
+        section, name = key.split(".")
+        del old[section][name]
+    loaded = from_dict(old)
+    assert to_dict(loaded) == to_dict(cfg) and config_hash(loaded) == config_hash(cfg)
+    assert config_hash(cfg) == hashlib.sha256(json.dumps({k: v for k, v in old.items() if k != "perf"},
+                                                         sort_keys=True).encode()).hexdigest()[:12]
+    paper = build_config("paper")  # the released schedule and first frame: a new behaviour, a new hash
+    assert paper.training.final_epochs == 50 and not paper.env.pool_first_frame
+    assert config_hash(paper) != config_hash(build_config("paper", {"training.final_epochs": None,
+                                                                    "env.pool_first_frame": True}))

@@ -418,6 +418,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError("training.initial_collect_max_steps must be >= training.initial_collect_steps")
 
 
+# Fields added after runs were made, each with the value that reproduces the behaviour from before it: a config
+# file without the field ran that way (from_dict), and a config at that value keeps the hash it had (config_hash),
+# so run folders and checkpoints from before stay resumable and loadable.
+LATER_FIELDS: dict[str, Any] = {"training.reward_end_imagined": 0.0, "training.final_epochs": None,
+                                "env.pool_first_frame": True}
+
+
 def to_dict(cfg: Config) -> dict[str, Any]:
     """Plain nested dict (tuples as lists) for config.yaml."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
@@ -428,13 +435,19 @@ def from_dict(data: dict[str, Any]) -> Config:
     if not isinstance(data, dict):
         raise ConfigError("a config file must hold a mapping")
     cfg = Config()
+    set_dotted(cfg, LATER_FIELDS)
     set_dotted(cfg, data)
     validate(cfg)
     return cfg
 
 
 def config_hash(cfg: Config) -> str:
-    """Stable short hash of everything that changes results (device/perf excluded)."""
+    """Stable short hash of everything that changes results (device/perf excluded; a LATER_FIELDS field at its
+    earlier behaviour left out, so that adding it changed no earlier hash)."""
     d = to_dict(cfg)
     d.pop("perf", None)
+    for key, before in LATER_FIELDS.items():
+        section, name = key.split(".")
+        if d[section][name] == before:
+            del d[section][name]
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
