@@ -57,6 +57,23 @@ def separations(kept: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["keeps more", "than", "k (CIs apart)"])
 
 
+def answer_sentence(tidy: pd.DataFrame, models: Sequence[str], context: int) -> str:
+    """Whether each model draws the cue's colour with the cue in view (k = 0): its answer-block error there against
+    blind (the floor's error with no cue in sight, k = context). Information kept is defined only for a model
+    below blind at k = 0; one that is not cannot show memory at any k, whatever its mechanism."""
+    err = tidy[tidy["metric"] == "answer-block MSE"].set_index(["setting", "k"])
+    blind = float(err.loc[(FLOOR, context), "value"])
+    below = [m for m in models if err.loc[(m, 0), "ci_high"] < blind]
+    above = [m for m in models if m not in below]
+    text = f"Answer-block error with the cue in view (k = 0) against blind ({blind:.4f}, no cue in sight): "
+    text += "; ".join(f"{m} {format_ci(*err.loc[(m, 0), ['value', 'ci_low', 'ci_high']], '{:.4f}')}" for m in models)
+    if not above:
+        return text + ". Every model draws the cue's colour when it sees the cue, so information kept is measured."
+    return (text + f". {', '.join(above)} {'does' if len(above) == 1 else 'do'} not draw the cue's colour even with "
+            "the cue in view (error not below blind): for such a model no k can show memory, and its information "
+            "kept is left out (–); the probe says nothing about its mechanism until it learns the answer.")
+
+
 def _cells(df: pd.DataFrame, fmt: str) -> pd.DataFrame:
     """k rows, one column per setting, `value [low, high]` cells."""
     cells = df.assign(cell=[format_ci(v, lo, hi, fmt) for v, lo, hi in zip(df["value"], df["ci_low"], df["ci_high"])])
@@ -88,6 +105,7 @@ def build_memory_report(ctx: ReportContext, models: Sequence[RunSpec], labels: M
     probes = pooled_probes(done, labels)
     tidy = curves(probes)
     kept = tidy[tidy["metric"] == "information kept"]
+    report.paragraph(answer_sentence(tidy, list(probes), context))
     report.heading("Information kept against k")
     report.table(_cells(kept, "{:.2f}"), "kept", caption="Fraction of the cue's information kept after k hidden "
                  "frames [95 % CI]; – where a model is no better than blind even at k = 0.")

@@ -8,7 +8,7 @@ import pytest
 
 from diamond.loop.memory_game import DelayedCueEnv
 from evaluation.memory import CEILING, FLOOR, MODEL, context_use, cue_probe
-from reports.memory import _context_sentence, curves, separations
+from reports.memory import _context_sentence, answer_sentence, curves, separations
 from tests.test_memory_probe import KS, C, ScriptedMemory
 
 
@@ -46,3 +46,14 @@ def test_separations_name_the_pairs_told_apart_and_where() -> None:
     assert apart[("window 4", "window 1")] == "1, 3" and apart[("window 4", FLOOR)] == "1, 3"
     assert apart[(CEILING, "window 4")] == "4, 6, 8" and apart[(CEILING, FLOOR)] == "1, 3, 4, 6, 8"
     assert ("window 1", "window 4") not in apart and ("window 1", FLOOR) not in apart  # equal: not apart
+
+
+def test_the_answer_sentence_says_which_models_cannot_be_judged() -> None:
+    tidy = curves(_probes())
+    text = answer_sentence(tidy, ["window 4", "window 1"], 8)
+    assert "Every model draws the cue's colour" in text
+    broken = tidy.copy()
+    rows = (broken["setting"] == "window 1") & (broken["metric"] == "answer-block MSE")
+    broken.loc[rows, ["value", "ci_low", "ci_high"]] = 0.3  # above blind even at k = 0
+    text = answer_sentence(broken, ["window 4", "window 1"], 8)
+    assert "window 1 does not draw the cue's colour even with the cue in view" in text
