@@ -57,3 +57,22 @@ def test_the_answer_sentence_says_which_models_cannot_be_judged() -> None:
     broken.loc[rows, ["value", "ci_low", "ci_high"]] = 0.3  # above blind even at k = 0
     text = answer_sentence(broken, ["window 4", "window 1"], 8)
     assert "window 1 does not draw the cue's colour even with the cue in view" in text
+
+
+def test_the_budget_table_says_when_a_model_draws_the_answer_below_blind(tmp_path) -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from memory_budget import main
+
+    env = DelayedCueEnv(num_actions=3, size=32, cue_frames=C)
+    for updates, window in ((100, 1), (200, 4)):  # a blind model first, then one that keeps the cue 4 frames
+        cue_probe(ScriptedMemory(env, window), env, occlusions=KS, starts=6, seed=0).to_csv(tmp_path / f"{updates}.csv")
+    out = tmp_path / "budget.csv"
+    assert main(["--probe", f"200={tmp_path / '200.csv'}", "--probe", f"100={tmp_path / '100.csv'}",
+                 "--out", str(out)]) == 0
+    table = pd.read_csv(out).set_index(["updates", "k"])
+    assert table.loc[(100, 0), "below_blind"] and not table.loc[(100, 1), "below_blind"]
+    assert table.loc[(200, 3), "below_blind"] and not table.loc[(200, 4), "below_blind"]
+    assert table["blind"].iloc[0] > 0.1
