@@ -14,7 +14,7 @@ from diamond.loop.controls import shuffle_rewards
 from diamond.loop.perf import imagination_step
 from diamond.loop.rl import lambda_returns, policy_loss, value_loss
 from diamond.models.registry import build_world_model
-from diamond.models.world_model import Imagined, Refill, WorldModel, imagine
+from diamond.models.world_model import Imagined, Refill, WorldModel, imagine, open_loop
 
 
 class Agent(nn.Module):
@@ -102,13 +102,8 @@ def imagined_segments(world_model: WorldModel, obs: Tensor, act: Tensor, mask: T
     chosen &= mask[:, :L].all(dim=1)
     if not chosen.any():
         return out
-    hist_obs, hist_act, seq_act = obs[chosen, :L], act[chosen, :L], act[chosen]
-    frames = []
-    for t in range(L, obs.shape[1]):
-        frames.append(world_model.predict_next(hist_obs, hist_act))
-        hist_obs = torch.cat([hist_obs[:, 1:], frames[-1][:, None]], dim=1)
-        hist_act = torch.cat([hist_act[:, 1:], seq_act[:, t : t + 1]], dim=1)
-    out[chosen, L:] = torch.stack(frames, dim=1).to(out.dtype)
+    frames = open_loop(lambda o, a, t: world_model.predict_next(o, a), obs[chosen], act[chosen], L)
+    out[chosen, L:] = torch.stack(list(frames), dim=1).to(out.dtype)
     return out * mask[:, :, None, None, None]
 
 

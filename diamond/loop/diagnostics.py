@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from diamond.loop.data import ReplayBuffer, to_float
+from diamond.models.world_model import open_loop
 
 
 @dataclass
@@ -178,17 +179,13 @@ def imagined_event_scores(reward_end: nn.Module, obs: Tensor, act: Tensor, conte
     """p(event) of R_ψ on the real transitions after `context` frames of obs [B, L + H, ...] (in [-1, 1]) and on
     the frames `predict` imagines open-loop from the same context with the same real actions (act[:, i] taken at
     obs[:, i]); R_ψ is burned in on the context first, as in imagination (Alg. 1)."""
-    horizon = obs.shape[1] - context
     _, _, state = reward_end(obs[:, : context - 1], act[:, : context - 1], obs[:, 1:context], None)
     real, _, _ = reward_end(obs[:, context - 1 : -1], act[:, context - 1 : -1], obs[:, context:], state)
-    hist_obs, hist_act, imagined = obs[:, :context], act[:, :context], []
-    for t in range(horizon):
-        nxt = predict(hist_obs, hist_act, t)
-        logits, _, state = reward_end(hist_obs[:, -1:], hist_act[:, -1:], nxt[:, None], state)
+    before, imagined = obs[:, context - 1 : context], []
+    for t, nxt in enumerate(open_loop(predict, obs, act, context)):  # R_ψ steps from the frame before to `nxt`
+        logits, _, state = reward_end(before, act[:, context - 1 + t : context + t], nxt[:, None], state)
         imagined.append(p_event(logits[:, 0]))
-        if t + 1 < horizon:
-            hist_obs = torch.cat([hist_obs[:, 1:], nxt[:, None]], dim=1)
-            hist_act = torch.cat([hist_act[:, 1:], act[:, context + t : context + t + 1]], dim=1)
+        before = nxt[:, None]
     return {"real": p_event(real), "imagined": torch.stack(imagined, dim=1)}
 
 

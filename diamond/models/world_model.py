@@ -4,7 +4,7 @@ imagination rollout of Algorithm 1 (policy acts, R_ψ gives reward/end, D_θ sam
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -119,6 +119,19 @@ class WorldModel(nn.Module):
             state = self.memory(frames[:, :1], acts[:, t : t + 1], state)  # the frame leaving the window
             frames = torch.cat([frames[:, 1:], nxt[:, None]], dim=1)
         return torch.stack(out, dim=1)
+
+
+def open_loop(predict: Callable[[Tensor, Tensor, int], Tensor], obs: Tensor, act: Tensor,
+              context: int) -> Iterator[Tensor]:
+    """The frames imagined after the first `context` real frames of obs [B, T, ...] under the real actions
+    (act[:, i] taken at obs[:, i]), one at a time: step t's frame from the `context`-frame window before it, each
+    imagined frame entering the window with the real action taken at it. `predict(frames, actions, t)`."""
+    hist_obs, hist_act = obs[:, :context], act[:, :context]
+    for t in range(context, obs.shape[1]):
+        nxt = predict(hist_obs, hist_act, t - context)
+        yield nxt
+        hist_obs = torch.cat([hist_obs[:, 1:], nxt[:, None]], dim=1)
+        hist_act = torch.cat([hist_act[:, 1:], act[:, t : t + 1]], dim=1)
 
 
 def denoiser_settings(cfg: Any) -> tuple[Any, dict[str, Any]]:
