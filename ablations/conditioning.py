@@ -76,21 +76,16 @@ def fit_cond_dim(cond_dim: int, num_history: int) -> int:
     return -(-cond_dim // step) * step
 
 
-def arms(opts: SuiteOptions) -> dict[str, str]:
-    """key -> label: the two conditionings (unless --only-models), then each --models entrant, named by its label,
-    on the frame-stack arm's L = 6 window and schedule."""
-    added = {f"model-{e.key}": e.label for e in opts.entrants() if e.added}
-    return added if opts.only_models else {**ARMS, **added}
+def arms(opts: SuiteOptions) -> dict[str, tuple[str, Entrant | None]]:
+    """key -> (label, the --models entrant or None): the two conditionings (unless --only-models), then each
+    --models entrant, named by its label, on the frame-stack arm's L = 6 window and schedule."""
+    added = {f"model-{e.key}": (e.label, e) for e in opts.entrants() if e.added}
+    return added if opts.only_models else {**{k: (label, None) for k, label in ARMS.items()}, **added}
 
 
-def _entrant(opts: SuiteOptions, key: str) -> Entrant | None:
-    return next((e for e in opts.entrants() if e.added and f"model-{e.key}" == key), None)
-
-
-def arm_overrides(opts: SuiteOptions, key: str) -> list[str]:
+def arm_overrides(opts: SuiteOptions, key: str, entrant: Entrant | None = None) -> list[str]:
     """Schedule settings, the user's --set, then what the arm fixes: L = 6 (burn-in too) and its conditioning;
-    an added model gets the frame-stack arm's settings, then its factory and options."""
-    entrant = _entrant(opts, key)
+    an added model (`entrant`) gets the frame-stack arm's settings, then its factory and options."""
     history = REFERENCE if entrant else key
     base = [*schedule(opts.profile).overrides, *opts.overrides]
     cfg = build_config(opts.profile, base)
@@ -102,10 +97,9 @@ def arm_overrides(opts: SuiteOptions, key: str) -> list[str]:
     return [*base, *fixed, *(entrant.overrides() if entrant else ())]
 
 
-def own_sampler(cfg: Config, key: str, opts: SuiteOptions) -> str:
+def own_sampler(cfg: Config, entrant: Entrant | None, opts: SuiteOptions) -> str:
     """The sampler an arm is measured with: the config's if the model declares it, else the first it declares
     (a plug-in's own sampler)."""
-    entrant = _entrant(opts, key)
     if entrant is None:
         return cfg.diffusion.sampler
     offered = entrant.declarations(opts.profile, tuple(opts.overrides)).samplers
@@ -131,8 +125,8 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
                      kwargs={"dataset_dir": data, "profile": opts.profile, "overrides": arm_overrides(opts, REFERENCE),
                              "decision": decision}, gpu_hours=s.hours_eval, group="judges")
     models, evals = [], []
-    for history, label in arms(opts).items():
-        overrides = arm_overrides(opts, history)
+    for history, (label, entrant) in arms(opts).items():
+        overrides = arm_overrides(opts, history, entrant)
         for seed in range(opts.seeds or 1):
             cfg = build_config(opts.profile, overrides, seed=seed, **{"env.game": EXPERT_GAME})
             model = RunSpec(name=f"wm-{history}-s{seed}", run_dir=root / f"wm-{history}-s{seed}",
@@ -144,7 +138,7 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
                                                  "rollouts": 2, "clips": 2, "feature_networks": False}},
                             gpu_hours=s.hours.get(history, s.hours[REFERENCE]), group=history)
             check_finished(model, cfg)
-            setting = {"key": history, "label": label, "sampler": own_sampler(cfg, history, opts),
+            setting = {"key": history, "label": label, "sampler": own_sampler(cfg, entrant, opts),
                        "num_steps": cfg.diffusion.num_steps}
             evaluation = RunSpec(name=f"eval-{history}-s{seed}", run_dir=root / f"eval-{history}-s{seed}",
                                  entry="ablations.arms:evaluate_world_model",
@@ -166,7 +160,7 @@ def stages(opts: SuiteOptions) -> list[list[RunSpec]]:
 def report(opts: SuiteOptions) -> tuple[Path, Path]:
     from reports.conditioning import build_conditioning_report  # the report stack loads only when needed
 
-    labels = arms(opts)
+    labels = {key: label for key, (label, _) in arms(opts).items()}
     return build_conditioning_report(opts.report_context(NAME), stages(opts), labels,
                                      REFERENCE if REFERENCE in labels else next(iter(labels)), HISTORY)
 
